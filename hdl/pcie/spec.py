@@ -27,7 +27,7 @@ __all__ = [
     "TlpDW0", "TlpReqDW1", "TlpCplDW1", "TlpCplDW2", "TlpCfgDW2", "TlpMsgDW1",
     "TlpHeader", "tlp_beat_layout", "raw_tlp_beat_layout", "tlp_signature", "raw_tlp_signature",
     "check_tlp_width", "Cfg", "CapId", "ExtCapId", "PcieCap",
-    "MPS_BYTES", "MRRS_BYTES", "RCB_BYTES",
+    "MPS_BYTES", "MRRS_BYTES", "RCB_BYTES", "FunctionControl",
 ]
 
 
@@ -312,3 +312,18 @@ def MPS_BYTES(code: int) -> int:
 MRRS_BYTES = MPS_BYTES
 
 RCB_BYTES = (64, 128)           # Read Completion Boundary choices (§2.3.1.1)
+
+
+# --- What the configuration space tells the rest of the function ---------------------------
+
+FunctionControl = data.StructLayout({
+    "requester_id": 16,         # {bus, device, function} captured from CfgWr0 (§2.2.6.2)
+    "memory_space_en": 1,       # Command register bit 1
+    "bus_master_en": 1,         # Command register bit 2
+    "interrupt_disable": 1,     # Command register bit 10
+    "max_payload_size": 3,      # Device Control bits 7:5 (encoding, 128 << n bytes)
+    "max_read_request_size": 3, # Device Control bits 14:12 (encoding, 128 << n bytes)
+    "ext_tag_en": 1,            # Device Control bit 8: 8-bit tags allowed
+    "msix_enable": 1,           # MSI-X Message Control bit 15
+    "msix_function_mask": 1,    # MSI-X Message Control bit 14
+})
