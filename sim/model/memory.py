@@ -39,6 +39,10 @@ class SparseMemory:
                              f"address space")
 
     def read(self, addr: int, length: int) -> bytes:
+        page, offset = addr >> _PAGE_BITS, addr & (_PAGE - 1)
+        if addr >= 0 and 0 <= length <= _PAGE - offset:     # within one page: the usual case
+            data = self._pages.get(page)
+            return bytes(data[offset:offset + length]) if data is not None else bytes(length)
         self._check(addr, length)
         out = bytearray()
         while length:
@@ -51,6 +55,13 @@ class SparseMemory:
         return bytes(out)
 
     def write(self, addr: int, data: bytes) -> None:
+        page, offset = addr >> _PAGE_BITS, addr & (_PAGE - 1)
+        if addr >= 0 and len(data) <= _PAGE - offset:         # within one page
+            buf = self._pages.get(page)
+            if buf is None:
+                buf = self._pages[page] = bytearray(_PAGE)
+            buf[offset:offset + len(data)] = data
+            return
         self._check(addr, len(data))
         view = memoryview(bytes(data))
         while view:

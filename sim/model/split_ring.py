@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from hdl.virtio.spec import (
     AVAIL_FLAGS_OFFSET, AVAIL_IDX_OFFSET, AVAIL_RING_ALIGN, AVAIL_RING_OFFSET, DESC_TABLE_ALIGN,
@@ -36,8 +37,7 @@ _WRITE = int(VirtqDescFlags.WRITE)
 _INDIRECT = int(VirtqDescFlags.INDIRECT)
 
 
-@dataclass(frozen=True)
-class RawDesc:
+class RawDesc(NamedTuple):
     """A descriptor as stored in a descriptor table (virtio 1.2 §2.7.5)."""
     addr: int
     len: int
@@ -46,11 +46,11 @@ class RawDesc:
 
 
 def encode_desc(desc: RawDesc) -> bytes:
-    return _DESC.pack(desc.addr, desc.len, desc.flags, desc.next)
+    return _DESC.pack(*desc)
 
 
 def decode_desc(raw: bytes) -> RawDesc:
-    return RawDesc(*_DESC.unpack(raw))
+    return RawDesc._make(_DESC.unpack(raw))
 
 
 def encode_used_elem(id_: int, len_: int) -> bytes:

@@ -80,7 +80,9 @@ class ErrorKind(enum.Enum):
 
     The spec forbids each of these to the driver (§2.7.5.2, §2.7.5.3.1, §2.7.4.2, §2.7.6.1) and
     leaves the device's reaction open; this project's reaction is in `docs/robustness.md`.
-    When one chain has several faults, the one found first while walking is reported.
+    When one chain has several faults, the first one met while following ``next`` is
+    reported, except READABLE_AFTER_WRITABLE, which is looked for once the chain is known.
+    Which kind is reported is diagnostic only: every kind has the same outcome.
     """
     AVAIL_IDX_JUMP = "avail->idx moved by more than the queue size (or backwards)"
     HEAD_OUT_OF_RANGE = "available ring entry is not a descriptor index below the queue size"
@@ -127,20 +129,21 @@ class Element:
     ``seq`` counts elements fetched from this queue since reset (0, 1, 2, ...; it does not
     wrap) and so is the buffer's position in avail order; ``avail_idx`` is the 16-bit
     available ring index it came from; ``head`` the descriptor index the used ring must
-    return as ``id``.
+    return as ``id``; ``readable_len`` / ``writable_len`` total the device-readable and
+    device-writable bytes of ``descriptors``.
     """
     seq: int
     avail_idx: int
     head: int
     descriptors: tuple[Descriptor, ...]
+    readable_len: int = field(init=False)
+    writable_len: int = field(init=False)
 
-    @property
-    def readable_len(self) -> int:
-        return sum(d.len for d in self.descriptors if not d.write)
-
-    @property
-    def writable_len(self) -> int:
-        return sum(d.len for d in self.descriptors if d.write)
+    def __post_init__(self):
+        writable = sum(d.len for d in self.descriptors if d.write)
+        object.__setattr__(self, "writable_len", writable)
+        object.__setattr__(self, "readable_len",
+                           sum(d.len for d in self.descriptors) - writable)
 
 
 def walk_chain(ring: SplitRing, head: int, *, indirect_desc: bool,
@@ -161,20 +164,7 @@ def walk_chain(ring: SplitRing, head: int, *, indirect_desc: bool,
     if not 0 <= head < queue_size:
         raise ChainFault(ErrorKind.HEAD_OUT_OF_RANGE,
                          f"head {head} with queue size {queue_size}")
-    out: list[Descriptor] = []
-    seen_write = False
-
-    def append(addr: int, len_: int, flags: int, where: str) -> None:
-        nonlocal seen_write
-        write = bool(flags & _WRITE)
-        if seen_write and not write:
-            raise ChainFault(ErrorKind.READABLE_AFTER_WRITABLE, where)
-        seen_write |= write
-        out.append(Descriptor(addr, len_, write))
-        if max_chain_len is not None and len(out) > max_chain_len:
-            raise ChainFault(ErrorKind.CHAIN_TOO_LONG,
-                             f"more than the device limit of {max_chain_len} descriptors")
-
+    raw: list[tuple[int, int, int, int | None, int]] = []  # addr, len, flags, table, index
     index, visited = head, 0
     while True:
         visited += 1
@@ -190,35 +180,54 @@ def walk_chain(ring: SplitRing, head: int, *, indirect_desc: bool,
             if desc.len == 0 or desc.len % VIRTQ_DESC_BYTES:
                 raise ChainFault(ErrorKind.BAD_INDIRECT_LEN,
                                  f"descriptor {index} has len {desc.len}")
-            _walk_indirect(ring, desc.addr, desc.len // VIRTQ_DESC_BYTES, index, append)
-            return tuple(out)
-        append(desc.addr, desc.len, desc.flags, f"descriptor {index}")
+            raw += _walk_indirect(ring, desc.addr, desc.len // VIRTQ_DESC_BYTES, index,
+                                  max_chain_len)
+            break
+        raw.append((desc.addr, desc.len, desc.flags, None, index))
         if not desc.flags & _NEXT:
-            return tuple(out)
+            break
         if desc.next >= queue_size:
             raise ChainFault(ErrorKind.NEXT_OUT_OF_RANGE,
                              f"descriptor {index} has next {desc.next}, queue size {queue_size}")
         index = desc.next
+    if max_chain_len is not None and len(raw) > max_chain_len:
+        raise ChainFault(ErrorKind.CHAIN_TOO_LONG,
+                         f"{len(raw)} descriptors, more than the device limit of {max_chain_len}")
+    out = []
+    seen_write = False
+    for addr, len_, flags, table, index in raw:
+        write = bool(flags & _WRITE)
+        if seen_write and not write:
+            raise ChainFault(ErrorKind.READABLE_AFTER_WRITABLE,
+                             f"descriptor {index}" if table is None
+                             else f"indirect entry {index} of descriptor {table}")
+        seen_write = write
+        out.append(Descriptor(addr, len_, write))
+    return tuple(out)
 
 
-def _walk_indirect(ring: SplitRing, table: int, entries: int, parent: int, append) -> None:
-    index, visited = 0, 0
+def _walk_indirect(ring: SplitRing, table: int, entries: int, parent: int,
+                   max_chain_len: int | None) -> list[tuple[int, int, int, int | None, int]]:
+    raw = []
+    index = 0
     while True:
-        visited += 1
-        if visited > entries:
+        # A chain visiting more entries than the table holds has looped; a chain longer than
+        # the device limit is refused without walking the rest of a huge table.
+        if len(raw) == entries or (max_chain_len is not None and len(raw) > max_chain_len):
             raise ChainFault(ErrorKind.CHAIN_TOO_LONG,
-                             f"indirect table of descriptor {parent} loops "
-                             f"({entries} entries)")
+                             f"indirect table of descriptor {parent} loops or exceeds the "
+                             f"device limit ({entries} entries)")
         desc = decode_desc(ring.mem.read(table + VIRTQ_DESC_BYTES * index, VIRTQ_DESC_BYTES))
-        where = f"indirect entry {index} of descriptor {parent}"
         if desc.flags & _INDIRECT:
-            raise ChainFault(ErrorKind.NESTED_INDIRECT, where)
-        append(desc.addr, desc.len, desc.flags, where)
+            raise ChainFault(ErrorKind.NESTED_INDIRECT,
+                             f"indirect entry {index} of descriptor {parent}")
+        raw.append((desc.addr, desc.len, desc.flags, parent, index))
         if not desc.flags & _NEXT:
-            return
+            return raw
         if desc.next >= entries:
             raise ChainFault(ErrorKind.NEXT_OUT_OF_RANGE,
-                             f"{where} has next {desc.next}, table has {entries} entries")
+                             f"indirect entry {index} of descriptor {parent} has next "
+                             f"{desc.next}, table has {entries} entries")
         index = desc.next
 
 
@@ -557,14 +566,15 @@ class UsedRingChecker:
     # device side
     def observe(self, write: DeviceWrite) -> list[int]:
         """Dispatch one device write; returns the buffers a ``used->idx`` write returned."""
-        if isinstance(write, UsedElemWrite):
+        kind = type(write)
+        if kind is UsedElemWrite:
             self.elem_written(write.slot, write.id, write.len)
-        elif isinstance(write, UsedIdxWrite):
+        elif kind is UsedIdxWrite:
             return self.idx_written(write.idx, used_event=write.used_event,
                                     avail_flags=write.avail_flags)
-        elif isinstance(write, UsedNotify):
+        elif kind is UsedNotify:
             self.notified()
-        elif isinstance(write, AvailEventWrite):
+        elif kind is AvailEventWrite:
             self.avail_event_written(write.value)
         else:
             raise TypeError(f"not a device write: {write!r}")
