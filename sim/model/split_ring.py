@@ -22,7 +22,7 @@ from hdl.virtio.spec import (
     AVAIL_FLAGS_OFFSET, AVAIL_IDX_OFFSET, AVAIL_RING_ALIGN, AVAIL_RING_OFFSET, DESC_TABLE_ALIGN,
     USED_FLAGS_OFFSET, USED_IDX_OFFSET, USED_RING_ALIGN, USED_RING_OFFSET, VIRTQ_AVAIL_ELEM_BYTES,
     VIRTQ_DESC_BYTES, VIRTQ_USED_ELEM_BYTES, VirtqDescFlags, avail_event_offset, avail_ring_bytes,
-    check_queue_size, desc_table_bytes, used_event_offset,
+    check_queue_size, desc_table_bytes, used_event_offset, used_ring_bytes,
 )
 from sim.model.memory import GuestMemory
 
@@ -224,7 +224,7 @@ class RingDriver:
         layout = ring.layout
         ring.mem.write(layout.desc_addr, bytes(desc_table_bytes(self.queue_size)))
         ring.mem.write(layout.driver_addr, bytes(avail_ring_bytes(self.queue_size)))
-        ring.mem.write(layout.device_addr, bytes(layout.avail_event + 2 - layout.device_addr))
+        ring.mem.write(layout.device_addr, bytes(used_ring_bytes(self.queue_size)))
         self.avail_idx = 0          # published avail->idx
         self._added = 0             # heads placed but not yet published
         self._free = list(range(self.queue_size - 1, -1, -1))   # free list: pop() takes 0 first

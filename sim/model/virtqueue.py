@@ -95,7 +95,7 @@ class ErrorKind(enum.Enum):
     READABLE_AFTER_WRITABLE = "device-readable descriptor after a device-writable one"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueueError:
     """Why and where a queue stopped: the avail index of the entry that was not consumed."""
     kind: ErrorKind
@@ -113,7 +113,7 @@ class ChainFault(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Descriptor:
     """One buffer element of an element, as handed to a backend: indirect tables are
     expanded, the descriptor that points to a table does not appear."""
@@ -122,7 +122,7 @@ class Descriptor:
     write: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Element:
     """One available buffer as the device fetched it.
 
@@ -233,7 +233,7 @@ def _walk_indirect(ring: SplitRing, table: int, entries: int, parent: int,
 
 # --- Device writes --------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UsedElemWrite:
     """The device wrote ``used->ring[slot] = {id, len}``."""
     slot: int
@@ -241,7 +241,7 @@ class UsedElemWrite:
     len: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UsedIdxWrite:
     """The device wrote ``used->idx = idx``, then read the driver area to decide whether to
     notify: ``used_event`` (with EVENT_IDX, else ``None``) and ``avail_flags`` are what it read."""
@@ -250,13 +250,13 @@ class UsedIdxWrite:
     avail_flags: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UsedNotify:
     """The device sent a used buffer notification for the queue (MSI-X message or INTx + ISR
     queue bit, §4.1.5.3)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AvailEventWrite:
     """The device wrote ``avail_event = value`` (EVENT_IDX only, §2.7.10)."""
     value: int
@@ -456,7 +456,7 @@ class UsedRingViolation(AssertionError):
     """An observed device write sequence that a correct device cannot produce."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckerReport:
     """What the checker saw. ``run_lengths`` holds, for each used element the driver read,
     how many buffers it returned (always 1 without IN_ORDER)."""
@@ -475,7 +475,7 @@ class CheckerReport:
         return self.buffers_used / len(self.run_lengths) if self.run_lengths else 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Buffer:
     seq: int
     head: int
@@ -483,7 +483,7 @@ class _Buffer:
     written_len: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     id: int
     len: int

@@ -471,15 +471,16 @@ def test_event_idx_batch_crossing_used_event_notifies_once():
 @pytest.mark.parametrize("in_order,event_idx", [(False, False), (True, True)])
 def test_more_than_65536_requests_on_a_small_queue(in_order, event_idx):
     """66000 buffers through a 4-entry queue, completed in random order, flushed at random
-    points: every 16-bit index wraps. With EVENT_IDX the driver re-arms used_event at random,
-    and around the wrap asks for used_event 65535, which must fire exactly once, on the
-    used->idx write that passes index 65535."""
+    points: every 16-bit index wraps. Without EVENT_IDX the driver toggles NO_INTERRUPT at
+    random; with it, the driver re-arms used_event at random, and around the wrap asks for
+    used_event 65535, which must fire exactly once, on the used->idx write that passes
+    index 65535."""
     seed = seed_from_env()
     rng = random.Random(seed)
     total = 66_000
     bench = QueueBench(4, in_order=in_order, event_idx=event_idx)
     added = 0
-    wrap_watch = None       # notifications seen while waiting for used_event 65535
+    wrap_mark = None        # (position in device.writes, used->idx) when used_event = 65535
     while added < total or bench.device.in_flight:
         while added < total and bench.driver.num_free >= 2:
             if rng.random() < 0.8:
@@ -487,12 +488,14 @@ def test_more_than_65536_requests_on_a_small_queue(in_order, event_idx):
             else:
                 bench.add((16,), (1,))
             added += 1
-        if event_idx:
-            if wrap_watch is None and 0xFF00 <= bench.device.used_idx:
+        if event_idx and wrap_mark is None:
+            if bench.device.used_idx >= 0xFF00:
                 bench.driver.set_used_event(0xFFFF)
-                wrap_watch = []
-            elif wrap_watch is None and rng.random() < 0.5:  # a driver re-arming
+                wrap_mark = (len(bench.device.writes), bench.device.used_idx)
+            elif rng.random() < 0.5:                # a driver re-arming
                 bench.driver.set_used_event(bench.device.used_idx)
+        elif not event_idx and rng.random() < 0.1:  # a driver turning callbacks off and on
+            bench.driver.set_no_interrupt(rng.random() < 0.5)
         bench.kick()
         assert bench.device.error is None
         pending = sorted(bench.pending)
@@ -500,10 +503,7 @@ def test_more_than_65536_requests_on_a_small_queue(in_order, event_idx):
         for seq in pending[:rng.randint(1, len(pending))]:
             writable = bench.device.element(seq).writable_len
             written = writable if rng.random() < 0.9 else rng.randrange(writable + 1)
-            old = bench.device.used_idx
-            writes = bench.complete(seq, written, flush=rng.random() < 0.7)
-            if wrap_watch is not None and UsedNotify() in writes:
-                wrap_watch.append((old, bench.device.used_idx))
+            bench.complete(seq, written, flush=rng.random() < 0.3)
         if bench.pending == set():
             bench.flush()
     report = bench.checker.finish()
@@ -513,9 +513,16 @@ def test_more_than_65536_requests_on_a_small_queue(in_order, event_idx):
     assert report.notifications > 0
     if event_idx:
         assert bench.ring.avail_event() == total & 0xFFFF
-        assert len(wrap_watch) == 1
-        old, new = wrap_watch[0]
-        assert new < old and new >= 0      # the write that moved used->idx past 65535
+        position, idx = wrap_mark
+        notified = []
+        for write in bench.device.writes[position:]:
+            if isinstance(write, UsedIdxWrite):
+                move, idx = (idx, write.idx), write.idx
+            elif isinstance(write, UsedNotify):
+                notified.append(move)
+        assert len(notified) == 1
+        old, new = notified[0]
+        assert new < old            # the write that moved used->idx past 65535
     if in_order:
         assert report.mean_run_length > 1.2
     else:

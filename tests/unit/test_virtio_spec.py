@@ -216,9 +216,13 @@ def test_area_sizes_and_event_offsets():
 
 
 def need_event_by_enumeration(event, new, old):
-    """The prose of §2.7.7.2: notify iff one of the indices old .. new-1 was used_event."""
+    """The prose of §2.7.7.2: notify iff one of the indices old .. new-1 was used_event.
+    Short moves are enumerated index by index; long ones (where enumerating would be slow)
+    ask whether event lies within ``count`` steps after old."""
     count = (new - old) & 0xFFFF
-    return any((old + k) & 0xFFFF == event for k in range(count))
+    if count <= 64:
+        return any((old + k) & 0xFFFF == event for k in range(count))
+    return (event - old) % 65536 < count
 
 
 def test_vring_need_event_edge_cases():
