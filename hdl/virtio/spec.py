@@ -73,7 +73,7 @@ class Feature(enum.IntEnum):
 
 
 class BlkFeature(enum.IntEnum):
-    """virtio-blk feature bits (virtio 1.2 §5.2.3). Bits 0 (BARRIER) and 7 (SCSI) are legacy only."""
+    """virtio-blk feature bits (virtio 1.2 §5.2.3); bits 0 (BARRIER) and 7 (SCSI) are legacy."""
     SIZE_MAX = 1        # maximum size of one segment in size_max
     SEG_MAX = 2         # maximum number of segments of a request in seg_max
     GEOMETRY = 4        # disk geometry in geometry

@@ -29,7 +29,7 @@ from sim.model.memory import GuestMemory
 __all__ = ["RawDesc", "encode_desc", "decode_desc", "encode_used_elem", "decode_used_elem",
            "SplitRingLayout", "SplitRing", "RingDriver"]
 
-_DESC = struct.Struct("<QIHH")        # struct virtq_desc: le64 addr, le32 len, le16 flags, le16 next
+_DESC = struct.Struct("<QIHH")    # struct virtq_desc: le64 addr, le32 len, le16 flags, next
 _USED_ELEM = struct.Struct("<II")     # struct virtq_used_elem: le32 id, le32 len
 
 _NEXT = int(VirtqDescFlags.NEXT)

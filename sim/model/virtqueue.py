@@ -10,9 +10,9 @@ Two ways to use it:
   elements (descriptor chains walked per §2.7.5, §2.7.5.3), and given the order in which a
   backend completes them and a batching policy, it writes the used ring exactly as the device
   must and returns the sequence of device writes (:class:`UsedElemWrite`, :class:`UsedIdxWrite`,
-  :class:`UsedNotify`, :class:`AvailEventWrite`). Batching is explicit: :meth:`~SplitVirtqueueDevice.flush`
-  writes out "what is ready now", so a test reproduces a hardware engine's timing-dependent
-  batching by choosing where the flushes are.
+  :class:`UsedNotify`, :class:`AvailEventWrite`). Batching is explicit:
+  :meth:`~SplitVirtqueueDevice.flush` writes out "what is ready now", so a test reproduces a
+  hardware engine's timing-dependent batching by choosing where the flushes are.
 * **Checker mode**, :class:`UsedRingChecker`: reads an observed stream of device writes the
   way a driver would and raises :class:`UsedRingViolation` at the first thing a correct device
   cannot do (a buffer used twice, out of avail order under IN_ORDER, a stale or wrong used
@@ -330,6 +330,7 @@ class SplitVirtqueueDevice:
         return len(self._in_flight)
 
     def element(self, seq: int) -> Element:
+        """The in-flight element ``seq`` (``KeyError`` once it is back in the used ring)."""
         return self._in_flight[seq]
 
     def fetch(self) -> list[Element]:

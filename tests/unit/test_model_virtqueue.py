@@ -14,8 +14,8 @@ from hdl.virtio.spec import VirtqDescFlags
 from sim.model.memory import SparseMemory
 from sim.model.split_ring import RawDesc, RingDriver, SplitRing, SplitRingLayout, encode_desc
 from sim.model.virtqueue import (
-    AvailEventWrite, ChainFault, Descriptor, ErrorKind, SplitVirtqueueDevice, UsedElemWrite, UsedIdxWrite,
-    UsedNotify, UsedRingChecker, UsedRingViolation, walk_chain,
+    AvailEventWrite, ChainFault, Descriptor, ErrorKind, SplitVirtqueueDevice, UsedElemWrite,
+    UsedIdxWrite, UsedNotify, UsedRingChecker, UsedRingViolation, walk_chain,
 )
 
 NEXT, WRITE, INDIRECT = int(VirtqDescFlags.NEXT), int(VirtqDescFlags.WRITE), \
@@ -51,7 +51,7 @@ class QueueBench:
                                        strict_notifications=strict_notifications)
         self.queue_size = queue_size
         self.built = {}             # head -> the (addr, len, write) elements the driver placed
-        self._added = []            # heads added, not yet published
+        self._added = []            # (head, writable bytes) added, not yet published
         self.head_of = {}           # seq -> head, outstanding
         self.pending = set()        # fetched by the device, not yet completed
         self._fed = 0
@@ -68,14 +68,13 @@ class QueueBench:
             table, self._next_table = self._next_table, self._next_table + 0x1000
         head = self.driver.add(elements, indirect_table=table)
         self.built[head] = elements
-        self._added.append(head)
+        self._added.append((head, sum(writable)))
         return head
 
     def kick(self):
         """Publish what was added and let the device fetch."""
         self.driver.publish()
-        for head in self._added:
-            writable = sum(n for _, n, w in self.built[head] if w)
+        for head, writable in self._added:
             self.head_of[self.checker.available(head, writable)] = head
         self._added = []
         elements = self.device.fetch()
