@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from sim.linux.guest import CACHE_DIR, GuestSetupError
@@ -24,24 +25,25 @@ from sim.linux.scenario import Report, run_standin
 
 def _progress(console: Console, show_console: bool):
     """A console-line callback that prints milestones and the guest's checks as they come."""
+    def say(stamp: str, message: str) -> None:
+        console.print(f"{stamp} {message}", highlight=False, soft_wrap=True)
+
     def on_line(line: ConsoleLine) -> None:
         text, stamp = line.text, f"[dim]{line.seconds:6.1f}s[/dim]"
-        if text.startswith("CHECK PASS "):
-            console.print(f"{stamp} [green]pass[/green] {text[11:]}", highlight=False)
+        if FIRMWARE_DONE_LINE in text:
+            say(stamp, "firmware done, kernel booting")
+        elif text.startswith("CHECK PASS "):
+            say(stamp, f"[green]pass[/green] {escape(text[11:])}")
         elif text.startswith("CHECK FAIL "):
-            console.print(f"{stamp} [red]FAIL[/red] {text[11:]}", highlight=False)
+            say(stamp, f"[red]FAIL[/red] {escape(text[11:])}")
         elif "SeaBIOS" in text:
-            console.print(f"{stamp} firmware: {text.strip()}", highlight=False)
-        elif text.startswith("guest: ") or FIRMWARE_DONE_LINE in text:
-            for part in text.split(".."):
-                if part.strip() and part.strip() != FIRMWARE_DONE_LINE:
-                    console.print(f"{stamp} {part.strip()}", highlight=False)
-            if FIRMWARE_DONE_LINE in text:
-                console.print(f"{stamp} firmware done, kernel booting", highlight=False)
+            say(stamp, f"firmware: {escape(text.strip())}")
+        elif text.startswith("guest: "):
+            say(stamp, escape(text))
         elif "workload begin" in text:
-            console.print(f"{stamp} workload running", highlight=False)
-        elif show_console or "Kernel panic" in text or "error" in text.lower():
-            console.print(f"{stamp} [dim]{text}[/dim]", highlight=False)
+            say(stamp, "workload running")
+        elif text and (show_console or "Kernel panic" in text or "error" in text.lower()):
+            say(stamp, f"[dim]{escape(text)}[/dim]")
     return on_line
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import gzip
 import hashlib
 import io
@@ -460,6 +461,14 @@ def prepare_guest(*, kernel_package: str | None = None, cache_dir: Path = CACHE_
     again which kernel is current and rebuilds what changed.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers share the cache: one prepares, the others wait and reuse.
+    with open(cache_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare_guest(kernel_package, cache_dir, tuple(modules), refresh)
+
+
+def _prepare_guest(kernel_package: str | None, cache_dir: Path, modules: tuple[str, ...],
+                   refresh: bool) -> GuestImage:
     manifest_path = cache_dir / "guest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     if kernel_package is None:
@@ -470,7 +479,6 @@ def prepare_guest(*, kernel_package: str | None = None, cache_dir: Path = CACHE_
     busybox_deb = download_deb(BUSYBOX_PACKAGE, debs)
     kernel_version = deb_version(kernel_deb)
     busybox_version = deb_version(busybox_deb)
-    modules = tuple(modules)
 
     kernel_dir = cache_dir / f"kernel-{kernel_package}-{kernel_version}"
     stamp = kernel_dir / "extracted.json"

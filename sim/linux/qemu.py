@@ -43,7 +43,10 @@ KERNEL_ARGS = ("console=ttyS0", "quiet", "panic=-1",
 FIRMWARE_DONE_LINE = "Booting from ROM"
 """What SeaBIOS prints on the serial console when it hands over to the kernel it was given."""
 
-_ESCAPES = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[@-Z\\-_])")
+# Terminal control sequences SeaBIOS writes to the serial port (ECMA-48: CSI sequences, and
+# two-character escapes such as ESC c, "reset to initial state").
+_FIRMWARE_DONE = FIRMWARE_DONE_LINE.encode()
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-~])")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,13 +126,24 @@ class QemuGuest:
         # newline, and the byte count tells which accesses came before it (see run_guest).
         fd = self._proc.stdout.fileno()
         pending = b""
+        firmware_dots = False
         with open(self.log_path, "w") as log_file:
             while chunk := os.read(fd, 65536):
                 self.raw += chunk
                 pending += chunk
+                if firmware_dots:
+                    stripped = pending.lstrip(b".")
+                    firmware_dots = not stripped
+                    pending = stripped
                 *complete, pending = pending.split(b"\n")
                 for raw in complete:
                     self._add_line(raw, log_file)
+                if _FIRMWARE_DONE in pending:
+                    # After a PVH boot no newline follows: cut here (dropping the dots that
+                    # may still come), so the hand-over is time-stamped when it happens and
+                    # the kernel's output starts a line of its own.
+                    self._add_line(pending, log_file)
+                    pending, firmware_dots = b"", True
             if pending:
                 self._add_line(pending, log_file)
 
@@ -240,13 +254,6 @@ class GuestRun:
     """The last guest memory map QEMU sent."""
     log_path: Path
     error: str | None = None
-
-    def line_index(self, needle: str) -> int | None:
-        """Index of the first console line containing ``needle``."""
-        for i, line in enumerate(self.lines):
-            if needle in line.text:
-                return i
-        return None
 
 
 def run_guest(make_backend: Callable[..., PciDeviceBackend], image: GuestImage, workload: str,
