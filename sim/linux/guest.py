@@ -5,10 +5,11 @@ under ``build/linux/`` (``VIRTIO_INORDER_BUILD`` moves ``build/``):
 
 ``debs/``
     the downloaded ``.deb`` files (``apt-get download``), kept so a rebuild needs no network;
-``kernel-RELEASE/``
-    ``vmlinuz``, the kernel ``config`` and, flat, the ``.ko`` files the guest loads (dependencies
-    resolved from each module's own ``depends=`` modinfo entry, since Debian ships no
-    ``modules.dep``: ``depmod`` writes it at install time);
+``kernel-PACKAGE-VERSION/``
+    ``vmlinuz``, the kernel ``config``, ``vmlinux`` (the bzImage's payload, unpacked once so QEMU
+    can boot it through its PVH entry without decompressing it under TCG) and, in ``modules/``,
+    the ``.ko`` files the guest loads (dependencies resolved from each module's own ``depends=``
+    modinfo entry, since Debian ships no ``modules.dep``: ``depmod`` writes it at install time);
 ``busybox-VERSION/busybox``
     the statically linked busybox from ``busybox-static``;
 ``initramfs-DIGEST.cpio.gz``
@@ -27,6 +28,7 @@ are root) and prints where it is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import gzip
@@ -111,27 +113,45 @@ def _apt_update() -> None:
     _apt_updated = True
 
 
+@contextlib.contextmanager
+def _cache_lock(cache_dir: Path = CACHE_DIR) -> Iterator[None]:
+    """Serialize installs and cache builds between processes (parallel test workers)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_qemu() -> Path:
     """Return the path of ``qemu-system-x86_64``, installing Debian's package when missing.
 
-    Installing needs root (``apt-get install``); otherwise the error says what to install.
+    Installing needs root (``apt-get install``); otherwise the error says what to install. The
+    binary must have the ``x-pci-proxy-dev`` device (QEMU 7.2 built with multi-process support,
+    as Debian's is).
     """
-    found = shutil.which(QEMU_BINARY)
-    if found:
-        return Path(found)
-    if not _is_root():
-        raise GuestSetupError(f"{QEMU_BINARY} is not installed and we are not root to install it: "
-                              f"run `sudo apt-get install {QEMU_PACKAGE}` (QEMU 7.2 or later with "
-                              "the x-pci-proxy-dev device)")
-    _apt_update()
-    log.info("apt-get install %s", QEMU_PACKAGE)
-    res = _run(["apt-get", "install", "-y", "--no-install-recommends", QEMU_PACKAGE],
-               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    if res.returncode != 0:
-        raise GuestSetupError(f"apt-get install {QEMU_PACKAGE} failed:\n{res.stderr.strip()}")
-    found = shutil.which(QEMU_BINARY)
-    if not found:
-        raise GuestSetupError(f"{QEMU_PACKAGE} was installed but {QEMU_BINARY} is not on the PATH")
+    with _cache_lock():
+        found = shutil.which(QEMU_BINARY)
+        if not found:
+            if not _is_root():
+                raise GuestSetupError(
+                    f"{QEMU_BINARY} is not installed and we are not root to install it: run "
+                    f"`sudo apt-get install {QEMU_PACKAGE}` (QEMU 7.2 or later with the "
+                    "x-pci-proxy-dev device)")
+            _apt_update()
+            log.info("apt-get install %s", QEMU_PACKAGE)
+            res = _run(["apt-get", "install", "-y", "--no-install-recommends", QEMU_PACKAGE],
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            if res.returncode != 0:
+                raise GuestSetupError(f"apt-get install {QEMU_PACKAGE} failed:\n"
+                                      f"{res.stderr.strip()}")
+            found = shutil.which(QEMU_BINARY)
+            if not found:
+                raise GuestSetupError(f"{QEMU_PACKAGE} was installed but {QEMU_BINARY} is not "
+                                      "on the PATH")
+    probe = _run([found, "-device", "x-pci-proxy-dev,help"])
+    if "x-pci-proxy-dev options" not in probe.stdout:
+        raise GuestSetupError(f"{found} has no x-pci-proxy-dev device (QEMU 7.2 built with "
+                              f"multi-process support is needed): {probe.stderr.strip()}")
     return Path(found)
 
 
@@ -460,10 +480,7 @@ def prepare_guest(*, kernel_package: str | None = None, cache_dir: Path = CACHE_
     cache is reused, or the one ``linux-image-amd64`` names is fetched. ``refresh`` asks apt
     again which kernel is current and rebuilds what changed.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Parallel test workers share the cache: one prepares, the others wait and reuse.
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _cache_lock(cache_dir):
         return _prepare_guest(kernel_package, cache_dir, tuple(modules), refresh)
 
 

@@ -43,9 +43,9 @@ KERNEL_ARGS = ("console=ttyS0", "quiet", "panic=-1",
 FIRMWARE_DONE_LINE = "Booting from ROM"
 """What SeaBIOS prints on the serial console when it hands over to the kernel it was given."""
 
+_FIRMWARE_DONE = FIRMWARE_DONE_LINE.encode()
 # Terminal control sequences SeaBIOS writes to the serial port (ECMA-48: CSI sequences, and
 # two-character escapes such as ESC c, "reset to initial state").
-_FIRMWARE_DONE = FIRMWARE_DONE_LINE.encode()
 _ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-~])")
 
 
@@ -289,13 +289,14 @@ def run_guest(make_backend: Callable[..., PciDeviceBackend], image: GuestImage, 
     except TimeoutError as exc:
         error = str(exc)
     finally:
+        seconds = guest.seconds
         server.stop()
         thread.join(timeout=10)
         memory_map = server.memory.regions
         server.close()
     if failure:
         error = f"proxy server failed: {failure[0]!r}"
-    run = GuestRun(exit_code, guest.seconds, list(guest.lines), parse_console(guest.lines), server,
+    run = GuestRun(exit_code, seconds, list(guest.lines), parse_console(guest.lines), server,
                    accesses, guest.output_offset(FIRMWARE_DONE_LINE), memory_map,
                    guest.log_path, error)
     return run, backend

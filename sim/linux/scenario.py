@@ -20,7 +20,6 @@ map QEMU shared.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,8 +32,6 @@ from sim.linux.standin import Reg, StandinDevice
 
 __all__ = ["BUF_BASE", "BUF_SIZE", "NOT_RAM", "standin_workload", "standin_kernel_args",
            "host_checks", "Report", "run_standin"]
-
-log = logging.getLogger(__name__)
 
 BUF_BASE = 0x0700_0000      # 112 MiB: inside the 256 MiB of guest RAM, above the kernel's image
 BUF_SIZE = 0x10000
