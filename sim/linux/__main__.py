@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"{CACHE_DIR / 'runs'})")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                         help="kill the guest if it has not powered off by then (default 300)")
+    parser.add_argument("--kernel-package", metavar="PKG",
+                        help="boot another Debian kernel, e.g. linux-image-6.12.117+deb12-amd64 "
+                             "(default: the cached one, else the one linux-image-amd64 names)")
     parser.add_argument("--console", action="store_true",
                         help="print every console line of the guest, not only milestones")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     console.print(f"preparing the guest (cache {CACHE_DIR})")
     try:
-        report = run_standin(run_dir, timeout=args.timeout,
+        report = run_standin(run_dir, timeout=args.timeout, kernel_package=args.kernel_package,
                              on_line=_progress(console, args.console))
     except GuestSetupError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -247,16 +247,20 @@ def modinfo(elf: bytes) -> dict[str, str]:
     return {}
 
 
-def module_load_order(wanted: Iterable[str], depends: dict[str, list[str]]) -> list[str]:
+def module_load_order(wanted: Iterable[str], depends: dict[str, list[str]],
+                      builtin: Iterable[str] = ()) -> list[str]:
     """Wanted modules plus their dependencies, each after everything it depends on.
 
     Keeps the order of ``wanted`` where dependencies allow (a depth-first post-order).
+    Modules in ``builtin`` are part of the kernel image and need no loading (Debian's 6.12,
+    for one, builds ``virtio_ring`` and ``virtio`` in).
     """
     order: list[str] = []
     visiting: set[str] = set()
+    builtin = set(builtin)
 
     def visit(name: str, chain: tuple[str, ...]) -> None:
-        if name in order:
+        if name in order or name in builtin:
             return
         if name not in depends:
             raise GuestSetupError(f"module {name} (needed by {' <- '.join(chain) or 'the guest'})"
@@ -289,6 +293,7 @@ def _extract_kernel(deb: Path, dest: Path, wanted: Iterable[str]) -> tuple[str, 
     the closure. Returns the kernel release and the load order.
     """
     depends: dict[str, list[str]] = {}
+    builtin: set[str] = set()
     release = None
     for member, tar in deb_members(deb):
         name = _module_name(member.name)
@@ -296,12 +301,15 @@ def _extract_kernel(deb: Path, dest: Path, wanted: Iterable[str]) -> tuple[str, 
             data = _module_bytes(member.name, tar.extractfile(member).read())
             deps = modinfo(data).get("depends", "")
             depends[name] = [d.replace("-", "_") for d in deps.split(",") if d]
+        elif re.match(r"\./lib/modules/[^/]+/modules\.builtin$", member.name):
+            builtin = {n for n in map(_module_name, tar.extractfile(member).read().decode()
+                                      .split()) if n}
         m = re.match(r"\./boot/vmlinuz-(.+)$", member.name)
         if m:
             release = m.group(1)
     if release is None:
         raise GuestSetupError(f"{deb.name} holds no /boot/vmlinuz-*")
-    order = module_load_order(wanted, depends)
+    order = module_load_order(wanted, depends, builtin)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "modules").mkdir(parents=True)
@@ -488,7 +496,10 @@ def _prepare_guest(kernel_package: str | None, cache_dir: Path, modules: tuple[s
                    refresh: bool) -> GuestImage:
     manifest_path = cache_dir / "guest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    if kernel_package is None:
+    # The default kernel is pinned in guest.json once chosen, so runs stay reproducible until
+    # --refresh; a kernel asked for by name leaves the default alone.
+    default = kernel_package is None
+    if default:
         kernel_package = manifest.get("kernel_package") if not refresh else None
         kernel_package = kernel_package or current_kernel_package()
     debs = cache_dir / "debs"
@@ -550,8 +561,8 @@ def _prepare_guest(kernel_package: str | None, cache_dir: Path, modules: tuple[s
         tmp.write_bytes(_build_initramfs(busybox, kernel_dir / "modules", order, release))
         tmp.rename(initramfs)
 
-    manifest = {"kernel_package": kernel_package}
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    if default:
+        manifest_path.write_text(json.dumps({"kernel_package": kernel_package}, indent=1) + "\n")
     return GuestImage(kernel=kernel, boot=boot, initramfs=initramfs,
                       kernel_package=kernel_package, kernel_version=kernel_version,
                       kernel_release=release, busybox_version=busybox_version,

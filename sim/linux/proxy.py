@@ -310,7 +310,6 @@ class Interrupt:
         """Take over the two eventfds of ``SET_IRQFD`` (closing any earlier pair)."""
         self.close()
         self.irqfd, self.resamplefd = irqfd, resamplefd
-        os.set_blocking(resamplefd, False)
         if self.level:
             self._signal()
 
@@ -334,12 +333,10 @@ class Interrupt:
 
     def resample(self) -> None:
         """The resample fd is readable: clear it and re-raise a line that is still high."""
-        if self.resamplefd is None:
+        # The fd's flags are shared with QEMU, so it is polled rather than made non-blocking.
+        if self.resamplefd is None or not select.select([self.resamplefd], [], [], 0)[0]:
             return
-        try:
-            os.eventfd_read(self.resamplefd)
-        except BlockingIOError:
-            return
+        os.eventfd_read(self.resamplefd)
         if self.level:
             self._signal()
 

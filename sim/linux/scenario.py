@@ -168,10 +168,13 @@ class Report:
         return end.seconds - begin.seconds if begin and end else None
 
 
-def run_standin(run_dir: Path, *, timeout: float = 300.0,
+def run_standin(run_dir: Path, *, timeout: float = 300.0, kernel_package: str | None = None,
                 on_line: Callable[[ConsoleLine], None] | None = None) -> Report:
-    """Prepare the guest, boot it against the stand-in device and check the outcome."""
-    image = prepare_guest()
+    """Prepare the guest, boot it against the stand-in device and check the outcome.
+
+    ``kernel_package`` picks another Debian kernel (see :func:`prepare_guest`).
+    """
+    image = prepare_guest(kernel_package=kernel_package)
     run, device = run_guest(StandinDevice, image, standin_workload(), run_dir,
                             kernel_args=standin_kernel_args(), timeout=timeout, on_line=on_line)
     return Report(run, device, image, run.console.checks, host_checks(run, device))

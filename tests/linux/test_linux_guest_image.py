@@ -110,6 +110,9 @@ def test_module_load_order_puts_dependencies_first():
     for name, deps in depends.items():
         assert all(order.index(d) < order.index(name) for d in deps)
     assert order[:3] == ["virtio_ring", "virtio", "virtio_blk"]
+    builtin_virtio = {n: d for n, d in depends.items() if n not in ("virtio_ring", "virtio")}
+    assert module_load_order(["virtio_blk"], builtin_virtio, builtin=["virtio_ring", "virtio"]) \
+        == ["virtio_blk"]
     with pytest.raises(GuestSetupError, match="nvme .*not in the kernel package"):
         module_load_order(["nvme"], depends)
     with pytest.raises(GuestSetupError, match="cycle"):

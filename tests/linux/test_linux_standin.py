@@ -29,7 +29,7 @@ def test_linux_guest_drives_the_standin_device(tmp_path):
     assert report.passed
     names = {c.name for c in report.guest_checks}
     assert {"device", "bar0-size", "magic", "scratch64", "dma-needs-bus-master", "dma-page-data",
-            "dma-unaligned-data", "dma-not-ram", "irq-pending", "module-virtio_blk",
+            "dma-unaligned-data", "dma-not-ram", "irq-pending", "module-virtio_blk", "virtio-pci-driver",
             "ext2"} <= names
     assert {c.name for c in report.host_checks} == {
         "guest-finished", "qemu-probe", "seabios-probe", "dma-crosscheck", "intx", "memory-map"}
