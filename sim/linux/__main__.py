@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
+    # Downloads and builds of the first run take a minute: say what is going on.
+    logging.getLogger("sim.linux.guest").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     run_dir = args.run_dir or CACHE_DIR / "runs" / time.strftime("standin-%Y%m%d-%H%M%S")
     started = time.monotonic()
     console.print(f"preparing the guest (cache {CACHE_DIR})")

@@ -169,12 +169,14 @@ class Report:
 
 
 def run_standin(run_dir: Path, *, timeout: float = 300.0, kernel_package: str | None = None,
-                on_line: Callable[[ConsoleLine], None] | None = None) -> Report:
+                on_line: Callable[[ConsoleLine], None] | None = None,
+                make_device: Callable[..., StandinDevice] = StandinDevice) -> Report:
     """Prepare the guest, boot it against the stand-in device and check the outcome.
 
-    ``kernel_package`` picks another Debian kernel (see :func:`prepare_guest`).
+    ``kernel_package`` picks another Debian kernel (see :func:`prepare_guest`);
+    ``make_device(memory, interrupt)`` replaces the device (tests use a faulty one).
     """
     image = prepare_guest(kernel_package=kernel_package)
-    run, device = run_guest(StandinDevice, image, standin_workload(), run_dir,
+    run, device = run_guest(make_device, image, standin_workload(), run_dir,
                             kernel_args=standin_kernel_args(), timeout=timeout, on_line=on_line)
     return Report(run, device, image, run.console.checks, host_checks(run, device))

@@ -35,6 +35,28 @@ def test_linux_guest_drives_the_standin_device(tmp_path):
         "guest-finished", "qemu-probe", "seabios-probe", "dma-crosscheck", "intx", "memory-map"}
 
 
+class CorruptingDevice(StandinDevice):
+    """Flips one byte in the middle of every copy it makes."""
+
+    def _copy(self):
+        super()._copy()
+        src, dst, length, digest = self.copies[-1]
+        if digest is not None:
+            middle = dst + length // 2
+            self.memory.write(middle, bytes([self.memory.read(middle, 1)[0] ^ 0x01]))
+
+
+@pytest.mark.slow
+def test_a_device_that_corrupts_its_dma_fails_the_run(tmp_path):
+    report = run_standin(tmp_path / "run", timeout=240, make_device=CorruptingDevice)
+    failed = {c.name for c in report.checks if not c.passed}
+    # The guest sees every copy's data differ, so the workload exits non-zero; the device's own
+    # record still matches what it read, so the cross-check does not blame the read side.
+    assert failed == {"dma-page-data", "dma-unaligned-data", "dma-half-data", "guest-finished"}
+    assert not report.passed
+    assert report.run.console.workload_rc == 3
+
+
 def synthetic_run(accesses, info, firmware_done=1000) -> GuestRun:
     """A finished run as run_guest would return it, made up to test the host's judgement."""
     server = ProxyServer(socket.socketpair()[0])
