@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .board import Board, BuildError, BuildReport, StageRunner
@@ -110,29 +110,30 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"building [bold]{board.name}[/] ({board.fpga}) into {out}"
                   f"{' (dry run)' if args.dry_run else ''}: {board.describe_build()}")
 
-    columns = (SpinnerColumn(finished_text="[green]done[/]"), TextColumn("{task.description}"),
+    columns = (TextColumn("{task.fields[status]:>7}"), TextColumn("{task.description}"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         current: list[int] = []
 
-        def on_stage(name: str) -> None:
+        def finish(status: str) -> None:
             if current:
-                progress.update(current[0], completed=1)
+                progress.update(current[0], status=status, completed=1)
+                progress.stop_task(current[0])
                 current.clear()
-            current.append(progress.add_task(name, total=1))
+
+        def on_stage(name: str) -> None:
+            finish("[green]done[/]")
+            current.append(progress.add_task(name, total=1, status="[yellow]running[/]"))
 
         stages = StageRunner(on_stage)
         try:
             report = board.build(out, stages=stages, dry_run=args.dry_run, seed=args.seed)
         except BuildError as exc:
-            if current:
-                progress.update(current[0], description=f"[red]{progress.tasks[-1].description}"
-                                                        f" (failed)[/]")
+            finish("[red]FAILED[/]")
             progress.stop()
             print(f"boards.build: error: {exc}", file=sys.stderr)
             return 1
-        if current:
-            progress.update(current[0], completed=1)
+        finish("[green]done[/]")
 
     report.stages = stages.durations
     report_path = report.write(out)

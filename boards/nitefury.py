@@ -5,7 +5,8 @@ Xilinx PG054), through the adapters in :mod:`hdl.pcie.xilinx7`. The build tree i
 Amaranth's Vivado platform (``amaranth_boards.nitefury``, pins corrected below) and contains:
 
 * ``top.v``: the Amaranth top: ``IBUFDS_GTE2`` for the reference clock, the ``pcie_7x_0``
-  IP instance, the RX/TX adapters, :class:`~hdl.pcie.xilinx7.CfgStatus` and the design;
+  IP instance and :class:`~boards.pcie7x_device.Pcie7xDevice` (RX/TX adapters,
+  :class:`~hdl.pcie.xilinx7.CfgStatus`, the design);
 * ``top.xdc`` (pins) and ``pcie.xdc`` (reference clock, PERST#);
 * ``top.tcl``: creates the project, generates the PCIe IP with ``create_ip -name pcie_7x``
   and one ``set_property CONFIG.*`` per setting (:func:`pcie_ip_config`), then synthesis,
@@ -22,14 +23,12 @@ from pathlib import Path
 
 from amaranth.build import Attrs, DiffPairs, PinsN, Resource, Subsignal
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
-from amaranth.lib import wiring
 from amaranth_boards.nitefury import NitefuryIIPlatform
-
-from hdl.pcie.xilinx7 import AxisRxAdapter, AxisTxAdapter, CfgStatus
 
 from .board import Board, BuildError, BuildReport, StageRunner, run_tool
 from .config_space import PCIE7X_USER_CFG_START
 from .device import DeviceParams, make_top
+from .pcie7x_device import Pcie7xDevice
 
 __all__ = ["NitefuryPlatform", "NitefuryTop", "NitefuryBoard", "pcie_ip_config", "pcie_ip_tcl",
            "IP_NAME", "read_vivado_utilization", "read_vivado_wns"]
@@ -188,15 +187,8 @@ class NitefuryTop(Elaboratable):
         m.submodules.refclk_buf = Instance(
             "IBUFDS_GTE2", i_I=pins.clk.p, i_IB=pins.clk.n, i_CEB=Const(0), o_O=refclk)
 
-        m.submodules.rx_adapter = rxa = AxisRxAdapter(width=width)
-        m.submodules.tx_adapter = txa = AxisTxAdapter(width=width)
-        m.submodules.cfg_status = cfg = CfgStatus()
-        m.submodules.design = design = make_top(params)
-        wiring.connect(m, rxa.rx, design.rx)
-        wiring.connect(m, design.tx, txa.tx)
-        m.d.comb += design.function.eq(cfg.function)
-
-        rx, tx = rxa.axis, txa.axis
+        m.submodules.device = dev = Pcie7xDevice(params, make_top)
+        rx, tx = dev.m_axis_rx, dev.s_axis_tx
         to_turnoff = Signal()
         m.submodules.pcie = Instance(
             IP_NAME,
@@ -220,11 +212,11 @@ class NitefuryTop(Elaboratable):
             # Flow control: show the transmit credits available (fc_sel = 3'b100).
             i_fc_sel=Const(0b100, 3),
             # Configuration status, to FunctionControl.
-            o_cfg_command=cfg.cfg_command, o_cfg_dcommand=cfg.cfg_dcommand,
-            o_cfg_bus_number=cfg.cfg_bus_number, o_cfg_device_number=cfg.cfg_device_number,
-            o_cfg_function_number=cfg.cfg_function_number,
-            o_cfg_interrupt_msixenable=cfg.cfg_interrupt_msixenable,
-            o_cfg_interrupt_msixfm=cfg.cfg_interrupt_msixfm,
+            o_cfg_command=dev.cfg_command, o_cfg_dcommand=dev.cfg_dcommand,
+            o_cfg_bus_number=dev.cfg_bus_number, o_cfg_device_number=dev.cfg_device_number,
+            o_cfg_function_number=dev.cfg_function_number,
+            o_cfg_interrupt_msixenable=dev.cfg_interrupt_msixenable,
+            o_cfg_interrupt_msixfm=dev.cfg_interrupt_msixfm,
             # The device signals MSI-X with memory writes of its own; the block's interrupt
             # request port stays idle.
             i_cfg_interrupt=Const(0), i_cfg_interrupt_assert=Const(0),
