@@ -72,6 +72,10 @@ def virtio_capabilities(params: "DeviceParams", base: int = PCIE7X_USER_CFG_STAR
         # (virtio 1.2 §4.1.4.9), so they start at 0.
         (VirtioPciCfgCap, PciCapCfgType.PCI_CFG, 0, 0, {"pci_cfg_data": 0}),
     ]
+    total = sum(layout.size // 8 for layout, *_ in entries)
+    if base + total > USER_CFG_END:
+        raise ValueError(f"virtio capabilities need {total} bytes from {base:#x}, past "
+                         f"the end of the legacy configuration space")
     out = bytearray()
     offset = base
     for i, (layout, cfg_type, bar_offset, length, extra) in enumerate(entries):
@@ -83,7 +87,4 @@ def virtio_capabilities(params: "DeviceParams", base: int = PCIE7X_USER_CFG_STAR
         fields = cap if layout is VirtioPciCap else {"cap": cap, **extra}
         out += _cap_bytes(layout, fields)
         offset += size
-    if base + len(out) > USER_CFG_END:
-        raise ValueError(f"virtio capabilities need {len(out)} bytes from {base:#x}, past "
-                         f"the end of the legacy configuration space")
     return bytes(out)

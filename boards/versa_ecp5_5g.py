@@ -51,7 +51,10 @@ class VersaEcp55GBoard(Board):
         nextpnr = [_NEXTPNR_DEVICE[plat.device], "--package", _NEXTPNR_PACKAGE[plat.package],
                    "--speed", plat.speed, "--json", "top.json", "--out-of-context",
                    "--freq", f"{self.target_mhz:g}", "--seed", str(seed),
-                   "--report", "nextpnr_report.json"]
+                   "--report", "nextpnr_report.json",
+                   # nextpnr would stop at a missed target without writing its report; the
+                   # command line judges timing from the report instead (--allow-timing-fail).
+                   "--timing-allow-fail"]
         return yosys, nextpnr
 
     def build(self, out: Path, *, stages: StageRunner, dry_run: bool, seed: int) -> BuildReport:
