@@ -174,7 +174,6 @@ class NitefuryTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         params = self.params
-        width = params.tlp_width
         pins = platform.request("pcie_x4", 0, dir={"clk": "-", "rx": "-", "tx": "-"})
 
         m.domains.sync = sync = ClockDomain("sync")

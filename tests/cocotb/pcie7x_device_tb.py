@@ -72,7 +72,7 @@ async def enumeration_finds_virtio_capabilities(dut):
     ]
     for ptr, (cfg_type, cap_len, offset, length) in zip(vendor_ptrs, expected):
         raw = bytes(await dev.config_read(ptr, cap_len))
-        vndr, _next, got_len, got_type, bar = raw[0], raw[1], raw[2], raw[3], raw[4]
+        vndr, got_len, got_type, bar = raw[0], raw[2], raw[3], raw[4]
         got_offset, got_length = struct.unpack_from("<II", raw, 8)
         assert (vndr, got_len, got_type, bar, got_offset, got_length) == \
             (CAP_VNDR, cap_len, cfg_type, 0, offset, length), f"capability at {ptr:#x}: {raw.hex()}"
