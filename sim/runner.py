@@ -76,6 +76,22 @@ def verilator_env() -> None:
             os.environ["MAKEFLAGS"] = f"{flags} {fix}".strip()
 
 
+# Yosys writes bits that Amaranth drives with a constant as ``always @*`` blocks with nothing
+# to be sensitive to, e.g. the constant fields of a stream payload::
+#
+#     always @*
+#       tx__payload[7:0] = 8'h34;
+#
+# Such a block never runs in Verilator 5 (nor in Icarus), so those bits stay 0 for the whole
+# simulation. The bits have no other driver, so an ``initial`` assignment is equivalent.
+_CONSTANT_DRIVER = re.compile(r"^([ \t]*)always @\*[ \t]*\n?[ \t]*([^\n]+?) = (\d+'[bhd][0-9a-fA-F_]+);$",
+                              re.M)
+
+
+def _initialise_constant_drivers(text: str) -> str:
+    return _CONSTANT_DRIVER.sub(r"\1initial \2 = \3;", text)
+
+
 def _hdl_digest() -> str:
     h = hashlib.sha256()
     for path in sorted((PROJECT_ROOT / "hdl").rglob("*.py")):
@@ -123,7 +139,8 @@ def build(make_top: Callable[[], object], *, toplevel: str,
             return build_dir
         log.info("building %s with %s into %s", toplevel, sim, build_dir)
         source = build_dir / f"{toplevel}.v"
-        source.write_text(verilog.convert(make_top(), name=toplevel, emit_src=False))
+        source.write_text(_initialise_constant_drivers(
+            verilog.convert(make_top(), name=toplevel, emit_src=False)))
         if sim == "verilator":
             verilator_env()
             build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
