@@ -13,8 +13,9 @@ class TlpArbiter(wiring.Component):
 
     Promises:
 
-    * never interleaves: once the first beat of a TLP from input ``k`` is accepted, only
-      input ``k`` is served until its beat with ``last`` is accepted;
+    * never interleaves: once a beat of a TLP from input ``k`` is offered on ``o``, only
+      input ``k`` is served until its beat with ``last`` is accepted (an offered beat is
+      never withdrawn or replaced, as stream rules require);
     * fair: when a TLP ends, the inputs after its source (in index order, wrapping) have
       priority, so a waiting input is served after at most ``n - 1`` other TLPs;
     * no buffering and no added latency: a beat passes combinationally, ``ready`` goes back
@@ -78,9 +79,11 @@ class TlpArbiter(wiring.Component):
                         self.i[k].ready.eq(self.o.ready),
                     ]
 
-        with m.If(self.o.valid & self.o.ready):
-            with m.If(self.o.payload.last):
-                m.d.sync += [locked.eq(0), prev.eq(sel)]
-            with m.Else():
-                m.d.sync += [locked.eq(1), owner.eq(sel)]
+        # The choice is held from the first cycle a beat is offered until the TLP's last beat
+        # is taken: a stream's payload must not change while it waits (a packetizer behind
+        # the arbiter offers several header beats for one input beat it has not taken yet).
+        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+            m.d.sync += [locked.eq(0), prev.eq(sel)]
+        with m.Elif(self.o.valid):
+            m.d.sync += [locked.eq(1), owner.eq(sel)]
         return m
