@@ -19,6 +19,9 @@ Hooks for other testbenches (the DMA engine's, for instance): :meth:`inject` dri
 ``Tlp`` into the RTL (bypassing the link), :attr:`tx_handler` can replace the forwarding of
 upstream TLPs (to reorder or corrupt completions, say), and :attr:`tx_observers` see every
 upstream TLP as a decoded ``(hdr, payload)`` pair.
+
+Timing: the bridge drives the streams just after a rising clock edge and samples the
+handshake in the read-only phase of that cycle (what the next edge registers).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from collections.abc import Awaitable, Callable
 
 import cocotb
 from cocotb.queue import Queue
-from cocotb.triggers import Event, RisingEdge
+from cocotb.triggers import Event, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 from cocotbext.pcie.core import Device
 from cocotbext.pcie.core.tlp import CplStatus as CocoCplStatus
@@ -176,18 +179,13 @@ class PcieBridge(Device):
         self._rx_queue.put_nowait((model.encode(hdr, payload), None))
 
     async def _drive_rx(self) -> None:
+        # Drive right after the clock edge, sample the handshake in the read-only phase of
+        # the same cycle: what is seen there is what the next edge will register.
         beats: list[dict] = []
         current = None
         tlp = None
         while True:
             await RisingEdge(self.clock)
-            if current is not None and self.rx_valid.value and self.rx_ready.value:
-                current = None
-                if not beats:
-                    self.rx_count += 1
-                    if tlp is not None:
-                        tlp.release_fc()
-                    tlp = None
             if current is None:
                 if not beats and not self._rx_queue.empty():
                     dws, tlp = self._rx_queue.get_nowait()
@@ -196,17 +194,33 @@ class PcieBridge(Device):
                     current = beats.pop(0)
             if current is None:
                 self.rx_valid.value = 0
-            else:
-                self.rx_payload.value = pack(self.layout, current)
-                self.rx_valid.value = 1
+                continue
+            self.rx_payload.value = pack(self.layout, current)
+            self.rx_valid.value = 1
+            await ReadOnly()
+            if self.rx_ready.value:
+                current = None
+                if not beats:
+                    self.rx_count += 1
+                    if tlp is not None:
+                        tlp.release_fc()
+                    tlp = None
 
     # --- upstream ------------------------------------------------------------------------
     async def _monitor_tx(self) -> None:
         beats: list[dict] = []
+        complete = None
         while True:
+            await RisingEdge(self.clock)
+            if complete is not None:
+                # Hold the RTL off while the TLP goes through the link model.
+                self.tx_ready.value = 0
+                await self._upstream_tlp(complete)
+                complete = None
+                continue
             ready = not (self.tx_backpressure and self.rng.random() < self.tx_backpressure)
             self.tx_ready.value = int(ready)
-            await RisingEdge(self.clock)
+            await ReadOnly()
             if not (ready and self.tx_valid.value):
                 continue
             beat = unpack(self.layout, int(self.tx_payload.value))
@@ -215,8 +229,7 @@ class PcieBridge(Device):
                 beats = []
             beats.append(beat)
             if beat["last"]:
-                self.tx_ready.value = 0
-                await self._upstream_tlp(model.join_raw_beats(beats, self.width))
+                complete = model.join_raw_beats(beats, self.width)
                 beats = []
 
     async def _upstream_tlp(self, dws: list[int]) -> None:

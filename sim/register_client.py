@@ -5,6 +5,10 @@ from a byte array with a random number of wait cycles per access and records eve
 so a test can check both what the host sees and exactly which DWs and byte enables reached
 the client. :class:`TlpStreamSource` / :class:`TlpStreamSink` drive and collect decoded TLP
 streams (the function's ``dma_req`` and ``dma_cpl`` ports) with random gaps/back-pressure.
+
+All of them drive their outputs just after a rising clock edge and sample the handshake in
+the read-only phase of the same cycle: with Verilator, values read right at the edge already
+show that edge's updates, so sampling there misjudges which transfers happened.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 import cocotb
 from cocotb.queue import Queue
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import ReadOnly, RisingEdge
 
 from hdl.pcie.spec import tlp_beat_layout
 
@@ -69,16 +73,21 @@ class RegisterClientModel:
         return int.from_bytes(self.mem[4 * index:4 * index + 4], "little")
 
     async def _run(self) -> None:
-        acking = False
+        # Drive ``ack`` right after the clock edge; look at the request in the read-only
+        # phase, where the values are those the next edge will register.
+        respond = None          # read data (or 0 for a write) to acknowledge next cycle
         wait = None
         while True:
             await RisingEdge(self.clock)
-            if acking:
-                # The access completed at this edge; the next one can start next cycle.
-                self.ack.value = 0
-                acking = False
-                continue
-            if not self.valid.value:
+            self.ack.value = int(respond is not None)
+            if respond is not None:
+                self.r_data.value = respond
+            acked = respond is not None
+            respond = None
+            await ReadOnly()
+            if acked or not self.valid.value:
+                # An acknowledged access completes at the coming edge; the next request
+                # can only be seen from the following cycle.
                 wait = None
                 continue
             if wait is None:
@@ -95,12 +104,10 @@ class RegisterClientModel:
                     if be >> i & 1:
                         self.mem[4 * index + i] = (data >> (8 * i)) & 0xFF
                 self.accesses.append(RegisterAccess(True, index, be, data))
+                respond = 0
             else:
-                data = self.read_dw(index)
-                self.r_data.value = data
-                self.accesses.append(RegisterAccess(False, index, be, data))
-            self.ack.value = 1
-            acking = True
+                respond = self.read_dw(index)
+                self.accesses.append(RegisterAccess(False, index, be, respond))
 
 
 class TlpStreamSource:
@@ -129,10 +136,6 @@ class TlpStreamSource:
         current = None
         while True:
             await RisingEdge(self.clock)
-            if current is not None and self.valid_sig.value and self.ready_sig.value:
-                if current["last"]:
-                    self.sent += 1
-                current = None
             if current is None:
                 if not beats and not self.queue.empty():
                     beats = self.queue.get_nowait()
@@ -140,9 +143,14 @@ class TlpStreamSource:
                     current = beats.pop(0)
             if current is None:
                 self.valid_sig.value = 0
-            else:
-                self.payload.value = pack(self.layout, current)
-                self.valid_sig.value = 1
+                continue
+            self.payload.value = pack(self.layout, current)
+            self.valid_sig.value = 1
+            await ReadOnly()
+            if self.ready_sig.value:
+                if current["last"]:
+                    self.sent += 1
+                current = None
 
 
 class TlpStreamSink:
@@ -168,9 +176,10 @@ class TlpStreamSink:
     async def _run(self) -> None:
         beats: list[dict] = []
         while True:
+            await RisingEdge(self.clock)
             ready = not (self.backpressure and self.rng.random() < self.backpressure)
             self.ready_sig.value = int(ready)
-            await RisingEdge(self.clock)
+            await ReadOnly()
             if ready and self.valid_sig.value:
                 beats.append(unpack(self.layout, int(self.payload.value)))
                 if beats[-1]["last"]:

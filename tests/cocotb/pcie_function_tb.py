@@ -13,7 +13,7 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.pcie.core import RootComplex
 from cocotbext.pcie.core.tlp import CplStatus, Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
@@ -199,11 +199,14 @@ class TB:
         await ClockCycles(self.dut.clk, cycles)
 
     async def fire_msix(self, vector: int):
+        await RisingEdge(self.dut.clk)
         self.dut.msix__payload.value = vector
         self.dut.msix__valid.value = 1
-        await RisingEdge(self.dut.clk)
+        await ReadOnly()
         while not self.dut.msix__ready.value:
             await RisingEdge(self.dut.clk)
+            await ReadOnly()
+        await RisingEdge(self.dut.clk)
         self.dut.msix__valid.value = 0
 
 
@@ -501,6 +504,7 @@ async def test_msix(dut):
     # A message address above 4 GiB goes out as a 4 DW MemWr.
     start = len(tb.tx_log)
     await tb.bar.write_dwords(table + 16 * 2, [0x89AB_CDE0, 0x0000_0012, 0x5A5A_0002, 0])
+    assert await tb.bar.read_dword(table + 16 * 2 + 4) == 0x12      # flushes the write
     await tb.fire_msix(2)
     await tb.settle(400)
     writes = [(h, p) for h, p in tb.tx_log[start:] if h["fmt_type"] in
@@ -654,12 +658,14 @@ async def test_back_to_back_traffic(dut):
     # The DMA writes go first so that reads of the same area see settled memory: reads
     # target a region written before they start.
     await cocotb.start_soon(dma_writes())
-    for _ in range(20000):
-        if tb.dma.queue.empty():
+    for _ in range(50000):
+        if tb.dma.sent == 30:
             break
         await RisingEdge(tb.dut.clk)
+    assert tb.dma.sent == 30, f"only {tb.dma.sent} of 30 DMA writes left the port"
     await tb.settle(2000)
-    assert bytes(mem) == bytes(expect_mem), "host memory differs after DMA writes"
+    diff = [i for i in range(len(expect_mem)) if mem[i] != expect_mem[i]]
+    assert not diff, f"host memory differs after DMA writes at {len(diff)} bytes from {diff[0]:#x}"
 
     tasks = [cocotb.start_soon(c()) for c in (mmio, dma_reads, irqs)]
     for t in tasks:
