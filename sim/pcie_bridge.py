@@ -159,6 +159,7 @@ class PcieBridge(Device):
         self.tx_count = 0
 
         self._rx_queue: Queue = Queue()
+        self._rx_wake = Event()
         self.rx_valid.value = 0
         self.tx_ready.value = 0
         cocotb.start_soon(self._drive_rx())
@@ -169,6 +170,7 @@ class PcieBridge(Device):
         """A TLP from the root complex: queue it for the RTL (credits released when taken)."""
         hdr, payload = tlp_to_model(tlp)
         self._rx_queue.put_nowait((model.encode(hdr, payload), tlp))
+        self._rx_wake.set()
 
     def inject(self, tlp_or_model, payload: list[int] | None = None) -> None:
         """Drive a TLP into the RTL directly: a ``Tlp``, or a header dict plus payload DWs."""
@@ -177,6 +179,7 @@ class PcieBridge(Device):
         else:
             hdr, payload = tlp_or_model, payload or []
         self._rx_queue.put_nowait((model.encode(hdr, payload), None))
+        self._rx_wake.set()
 
     async def _drive_rx(self) -> None:
         # Drive right after the clock edge, sample the handshake in the read-only phase of
@@ -194,6 +197,9 @@ class PcieBridge(Device):
                     current = beats.pop(0)
             if current is None:
                 self.rx_valid.value = 0
+                if not beats and self._rx_queue.empty():
+                    self._rx_wake.clear()
+                    await self._rx_wake.wait()
                 continue
             self.rx_payload.value = pack(self.layout, current)
             self.rx_valid.value = 1
@@ -221,6 +227,10 @@ class PcieBridge(Device):
             ready = not (self.tx_backpressure and self.rng.random() < self.tx_backpressure)
             self.tx_ready.value = int(ready)
             await ReadOnly()
+            if ready and not self.tx_valid.value and not beats and not self.tx_backpressure:
+                # Idle with ready held high: sleep until the RTL starts a TLP.
+                await RisingEdge(self.tx_valid)
+                await ReadOnly()
             if not (ready and self.tx_valid.value):
                 continue
             beat = unpack(self.layout, int(self.tx_payload.value))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import cocotb
 from cocotb.queue import Queue
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import Event, ReadOnly, RisingEdge
 
 from hdl.pcie.spec import tlp_beat_layout
 
@@ -74,20 +74,29 @@ class RegisterClientModel:
 
     async def _run(self) -> None:
         # Drive ``ack`` right after the clock edge; look at the request in the read-only
-        # phase, where the values are those the next edge will register.
+        # phase, where the values are those the next edge will register. While idle, sleep
+        # until ``valid`` rises instead of waking every clock.
         respond = None          # read data (or 0 for a write) to acknowledge next cycle
+        ack_high = False
         wait = None
         while True:
-            await RisingEdge(self.clock)
-            self.ack.value = int(respond is not None)
-            if respond is not None:
-                self.r_data.value = respond
-            acked = respond is not None
-            respond = None
-            await ReadOnly()
-            if acked or not self.valid.value:
-                # An acknowledged access completes at the coming edge; the next request
-                # can only be seen from the following cycle.
+            if respond is None and not ack_high and not self.valid.value:
+                await RisingEdge(self.valid)
+                await ReadOnly()
+            else:
+                await RisingEdge(self.clock)
+                ack_high = respond is not None
+                self.ack.value = int(ack_high)
+                if ack_high:
+                    self.r_data.value = respond
+                respond = None
+                await ReadOnly()
+                if ack_high:
+                    # The acknowledged access completes at the coming edge; the next request
+                    # can only be seen from the following cycle.
+                    wait = None
+                    continue
+            if not self.valid.value:
                 wait = None
                 continue
             if wait is None:
@@ -124,12 +133,14 @@ class TlpStreamSource:
         self.idle = idle
         self.rng = rng or random.Random(random.getrandbits(32))
         self.queue: Queue = Queue()
+        self._wake = Event()
         self.sent = 0
         self.valid_sig.value = 0
         cocotb.start_soon(self._run())
 
     def send(self, hdr: dict, payload: list[int] = ()) -> None:
         self.queue.put_nowait(model.decoded_beats(hdr, list(payload), self.width))
+        self._wake.set()
 
     async def _run(self) -> None:
         beats: list[dict] = []
@@ -143,6 +154,9 @@ class TlpStreamSource:
                     current = beats.pop(0)
             if current is None:
                 self.valid_sig.value = 0
+                if not beats and self.queue.empty():
+                    self._wake.clear()
+                    await self._wake.wait()
                 continue
             self.payload.value = pack(self.layout, current)
             self.valid_sig.value = 1
@@ -180,6 +194,10 @@ class TlpStreamSink:
             ready = not (self.backpressure and self.rng.random() < self.backpressure)
             self.ready_sig.value = int(ready)
             await ReadOnly()
+            if ready and not self.valid_sig.value and not beats and not self.backpressure:
+                # Idle with ready held high: sleep until a TLP starts.
+                await RisingEdge(self.valid_sig)
+                await ReadOnly()
             if ready and self.valid_sig.value:
                 beats.append(unpack(self.layout, int(self.payload.value)))
                 if beats[-1]["last"]:
