@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(result, indent=1))
     text = format_lspci(bytes.fromhex(result["config"]), bdf=result["bdf"],
                         bars=result["bars"])
-    Console(highlight=False).print(text, markup=False, end="")
+    # Plain stdout: the dump keeps lspci's tabs and is never wrapped, so it can be diffed.
+    sys.stdout.write(text)
     return 0
 
 

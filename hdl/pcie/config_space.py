@@ -248,7 +248,7 @@ class ConfigSpace(wiring.Component):
             return sig
 
         command = rw(Cfg.COMMAND // 4, _CMD_WMASK, name="command")
-        cache_line = rw(Cfg.CACHE_LINE_SIZE // 4, 0xFF, name="cache_line_size")
+        rw(Cfg.CACHE_LINE_SIZE // 4, 0xFF, name="cache_line_size")
         bar_bits = ceil_log2(self.bar_size)
         bar0_wmask = 0xFFFF_FFFF & ~((1 << bar_bits) - 1)
         bar0 = rw(Cfg.BAR0 // 4, bar0_wmask, name="bar0")

@@ -27,7 +27,7 @@ __all__ = [
     "TlpDW0", "TlpReqDW1", "TlpCplDW1", "TlpCplDW2", "TlpCfgDW2", "TlpMsgDW1",
     "TlpHeader", "tlp_beat_layout", "raw_tlp_beat_layout", "tlp_signature", "raw_tlp_signature",
     "check_tlp_width", "Cfg", "CapId", "ExtCapId", "PcieCap", "PmCap", "MsixCap",
-    "MsixTableEntry", "MSIX_ENTRY_BYTES", "MSIX_MAX_VECTORS",
+    "MSIX_ENTRY_BYTES", "MSIX_MAX_VECTORS",
     "MPS_BYTES", "MRRS_BYTES", "RCB_BYTES", "FunctionControl",
 ]
 
@@ -348,15 +348,8 @@ class MsixCap:
     CTRL_ENABLE = 1 << 15
 
 
-# One MSI-X Table entry (§7.7.2, Figure 7-159): four DWs at 16-byte stride in the BAR.
-MsixTableEntry = data.StructLayout({
-    "msg_addr": 32,             # bits 1:0 are zero (DW aligned)
-    "msg_upper_addr": 32,
-    "msg_data": 32,
-    "vector_control": 32,       # bit 0: Mask Bit (default 1), others reserved
-})
-
 MSIX_ENTRY_BYTES = 16
+"""One MSI-X Table entry (§7.7.2): Message Address, Upper Address, Data, Vector Control."""
 
 MSIX_MAX_VECTORS = 64
 """Largest MSI-X table this design builds: all pending bits fit one PBA QWORD (§7.7.2)."""
