@@ -64,6 +64,32 @@ def verilator_env() -> None:
     path = os.environ.get("PATH", "").split(os.pathsep)
     if not path or path[0] != bindir:
         os.environ["PATH"] = os.pathsep.join([bindir] + [p for p in path if p != bindir])
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so the generated makefile
+    # hands the precompiled header to the compiler as an input file and every model that
+    # Verilator splits into several .cpp files fails to build ("Vtop__pch.h.fast: linker
+    # input file not found"). Give make the -include flag GCC and Clang both take.
+    mk = (root / "include" / "verilated.mk").read_text()
+    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk, re.M):
+        fix = "CFG_CXXFLAGS_PCH_I=-include"
+        flags = os.environ.get("MAKEFLAGS", "")
+        if fix not in flags:
+            os.environ["MAKEFLAGS"] = f"{flags} {fix}".strip()
+
+
+# Yosys writes bits that Amaranth drives with a constant as ``always @*`` blocks with nothing
+# to be sensitive to, e.g. the constant fields of a stream payload::
+#
+#     always @*
+#       tx__payload[7:0] = 8'h34;
+#
+# Such a block never runs in Verilator 5 (nor in Icarus), so those bits stay 0 for the whole
+# simulation. The bits have no other driver, so an ``initial`` assignment is equivalent.
+_CONSTANT_DRIVER = re.compile(r"^([ \t]*)always @\*[ \t]*\n?[ \t]*([^\n]+?) = (\d+'[bhd][0-9a-fA-F_]+);$",
+                              re.M)
+
+
+def _initialise_constant_drivers(text: str) -> str:
+    return _CONSTANT_DRIVER.sub(r"\1initial \2 = \3;", text)
 
 
 def _hdl_digest() -> str:
@@ -113,7 +139,8 @@ def build(make_top: Callable[[], object], *, toplevel: str,
             return build_dir
         log.info("building %s with %s into %s", toplevel, sim, build_dir)
         source = build_dir / f"{toplevel}.v"
-        source.write_text(verilog.convert(make_top(), name=toplevel, emit_src=False))
+        source.write_text(_initialise_constant_drivers(
+            verilog.convert(make_top(), name=toplevel, emit_src=False)))
         if sim == "verilator":
             verilator_env()
             build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",

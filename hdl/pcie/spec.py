@@ -26,7 +26,8 @@ __all__ = [
     "TlpFmt", "TlpFmtType", "CplStatus", "MsgCode", "MsgRouting",
     "TlpDW0", "TlpReqDW1", "TlpCplDW1", "TlpCplDW2", "TlpCfgDW2", "TlpMsgDW1",
     "TlpHeader", "tlp_beat_layout", "raw_tlp_beat_layout", "tlp_signature", "raw_tlp_signature",
-    "check_tlp_width", "Cfg", "CapId", "ExtCapId", "PcieCap",
+    "check_tlp_width", "Cfg", "CapId", "ExtCapId", "PcieCap", "PmCap", "MsixCap",
+    "MSIX_ENTRY_BYTES", "MSIX_MAX_VECTORS",
     "MPS_BYTES", "MRRS_BYTES", "RCB_BYTES", "FunctionControl",
 ]
 
@@ -300,6 +301,58 @@ class PcieCap:
     DEV_CTL_EXT_TAG = 1 << 8
     DEV_CTL_MPS_SHIFT = 5       # Max_Payload_Size, 3 bits: 128 << n bytes
     DEV_CTL_MRRS_SHIFT = 12     # Max_Read_Request_Size, 3 bits: 128 << n bytes
+
+    # PCI Express Capabilities register (§7.5.3.2): capability version 2, Device/Port Type
+    # in bits 7:4 (0000b = PCI Express Endpoint).
+    CAP_VERSION = 2
+    TYPE_ENDPOINT = 0b0000
+
+    # Device Capabilities (§7.5.3.3)
+    DEV_CAP_EXT_TAG = 1 << 5
+    DEV_CAP_ROLE_BASED_ERR = 1 << 15
+
+    # Device Status (§7.5.3.5)
+    DEV_STA_UR_DETECTED = 1 << 3
+    DEV_STA_TRANSACTIONS_PENDING = 1 << 5
+
+    # Link Capabilities (§7.5.3.6): Max Link Speed [3:0] (an index into the Supported Link
+    # Speeds Vector of Link Capabilities 2: 1 = 2.5, 2 = 5.0, 3 = 8.0, 4 = 16.0 GT/s),
+    # Maximum Link Width [9:4], ASPM Optionality Compliance [22].
+    LINK_CAP_ASPM_OPTIONALITY = 1 << 22
+    LINK_STA_SLOT_CLOCK = 1 << 12
+    LINK_SPEEDS_GTS = {1: 2.5, 2: 5.0, 3: 8.0, 4: 16.0, 5: 32.0}
+    LINK_WIDTHS = (1, 2, 4, 8, 12, 16, 32)
+
+
+class PmCap:
+    """PCI Power Management capability offsets (PCIe Base §7.5.2; PCI PM 1.2 §3.2)."""
+    PMC = 0x02                  # Power Management Capabilities, bits 2:0 = version (011b: 1.2)
+    PMCSR = 0x04                # Control/Status: PowerState [1:0], No_Soft_Reset [3]
+    SIZE = 0x08
+
+    PMC_VERSION = 0b011
+    PMCSR_STATE_MASK = 0b11
+    PMCSR_D0 = 0b00
+    PMCSR_D3HOT = 0b11
+    PMCSR_NO_SOFT_RESET = 1 << 3
+
+
+class MsixCap:
+    """MSI-X capability offsets (PCIe Base §7.7.2)."""
+    CTRL = 0x02                 # Message Control: Table Size [10:0], Function Mask [14], Enable [15]
+    TABLE = 0x04                # Table Offset [31:3] / Table BIR [2:0]
+    PBA = 0x08                  # PBA Offset [31:3] / PBA BIR [2:0]
+    SIZE = 0x0C
+
+    CTRL_FUNCTION_MASK = 1 << 14
+    CTRL_ENABLE = 1 << 15
+
+
+MSIX_ENTRY_BYTES = 16
+"""One MSI-X Table entry (§7.7.2): Message Address, Upper Address, Data, Vector Control."""
+
+MSIX_MAX_VECTORS = 64
+"""Largest MSI-X table this design builds: all pending bits fit one PBA QWORD (§7.7.2)."""
 
 
 def MPS_BYTES(code: int) -> int:

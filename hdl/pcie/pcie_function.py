@@ -1,0 +1,226 @@
+"""The PCIe endpoint function: everything between a PCIe core's TLP streams and the device."""
+from __future__ import annotations
+
+from amaranth.hdl import Module, ResetInserter, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .bar_completer import BarCompleter, BarCounters
+from .config_space import ConfigSpace
+from .intx_controller import IntxController
+from .msix_table import MsixTable
+from .params import FunctionIdentity, LinkParams
+from .register_bus import RegisterBus, RegisterWindow
+from .rx_router import RxRouter
+from .spec import FunctionControl, check_tlp_width, raw_tlp_signature, tlp_signature
+from .tlp_arbiter import TlpArbiter
+from .tlp_depacketizer import TlpDepacketizer
+from .tlp_packetizer import TlpPacketizer
+
+__all__ = ["PcieFunction"]
+
+_RESERVED_WINDOW_NAMES = ("msix_table", "msix_pba")
+
+
+class PcieFunction(wiring.Component):
+    """A single-function PCIe endpoint with configuration space, BAR0, MSI-X and INTx.
+
+    Receive path: ``rx`` -> depacketizer -> router: CfgRd0/CfgWr0 to the configuration
+    space, completions to ``dma_cpl``, all other requests to the BAR completer, which serves
+    BAR0 through register windows (the MSI-X Table and PBA inside, the transport's windows on
+    ``regs``) and answers or drops the rest. Transmit path: configuration completions, BAR
+    completions, MSI-X writes, INTx messages and ``dma_req`` are merged round robin, whole
+    TLPs at a time, then packetized onto ``tx``. See ``docs/pcie-function.md``.
+
+    Reset: ``rst`` of the clock domain or ``function_reset`` (synchronous, active high, for
+    as long as wanted) returns every register and state machine of the function to its
+    default: configuration space (BARs, Command, Device Control, MSI-X control, captured
+    ID), MSI-X Table (cleared over ``msix_vectors`` clocks after reset), Mask and Pending
+    Bits, INTx state, counters. A TLP being transferred on ``tx`` or ``dma_cpl`` when reset
+    hits is cut short; its receiver sees a new ``first`` beat next. Reset the DMA engine and
+    the transport's register clients with the same signal.
+
+    Parameters
+    ----------
+    width : int
+        TLP stream width, 64 (default) or 128.
+    identity : FunctionIdentity
+    bar_size : int
+        BAR0 size in bytes (default 32 KiB).
+    bar_64bit : bool
+        BAR0 as a 64-bit BAR (uses BAR1 for the upper half); default 32-bit.
+    windows : sequence of RegisterWindow
+        The transport's windows of BAR0; each becomes a register bus master port on ``regs``
+        named after it. ``msix_table`` and ``msix_pba`` are reserved.
+    msix_vectors : int
+        MSI-X Table Size (1..64), or 0 to leave MSI-X out entirely (INTx-only build).
+    msix_table_offset, msix_pba_offset : int
+        Where the MSI-X Table and PBA sit in BAR0.
+    vendor_caps : sequence of VendorCapability
+        Vendor-specific capabilities (the virtio transport's), in list order after MSI-X.
+    max_payload_size_supported : int
+        Device Capabilities MPS Supported encoding, 0..5 (default 1: 256 bytes).
+    ext_tag_supported : bool
+        Whether 8-bit tags can be enabled (default True).
+    link : LinkParams
+        Link speed/width reported in Link Capabilities and Link Status (per board).
+    max_read_dw : int
+        Longest BAR0 read served (1..32 DW, default 16); longer reads get Completer Abort.
+
+    Attributes
+    ----------
+    rx : In(raw_tlp_signature(width))
+        TLPs from the link (a PCIe core's receive side).
+    tx : Out(raw_tlp_signature(width))
+        TLPs to the link.
+    dma_req : In(tlp_signature(width))
+        Decoded requests from the DMA engine (MemRd/MemWr with the requester ID of
+        ``control``); merged with the function's own TLPs.
+    dma_cpl : Out(tlp_signature(width))
+        Every received completion (Cpl, CplD, CplLk, CplDLk), decoded, for the DMA engine.
+        Back-pressure here stalls the whole receive path.
+    regs : Out(Signature({name: Out(RegisterBus.Signature(...))}))
+        One register bus master per transport window.
+    cfg_ext : Out(RegisterBus.Signature(addr_width=6))
+        Configuration accesses to the ``forward`` DWs of vendor capabilities.
+    msix : In(stream.Signature(unsigned(vector_width)))
+        MSI-X vector requests (present only when ``msix_vectors`` > 0).
+    intx : In(1)
+        Interrupt level for INTx (used while MSI-X is not enabled).
+    control : Out(FunctionControl)
+    dma_pending : In(1)
+        The DMA engine has non-posted requests outstanding (Device Status bit 5).
+    function_reset : In(1)
+    counters : Out(BarCounters)
+    """
+
+    def __init__(self, *, width: int = 64, identity: FunctionIdentity = FunctionIdentity(),
+                 bar_size: int = 32768, bar_64bit: bool = False, windows=(),
+                 msix_vectors: int = 8, msix_table_offset: int = 0x4000,
+                 msix_pba_offset: int = 0x5000, vendor_caps=(),
+                 max_payload_size_supported: int = 1, ext_tag_supported: bool = True,
+                 link: LinkParams = LinkParams(), max_read_dw: int = 16):
+        self.width = check_tlp_width(width)
+        self.transport_windows = list(windows)
+        for w in self.transport_windows:
+            if not isinstance(w, RegisterWindow):
+                raise TypeError(f"windows must be RegisterWindow objects, not {w!r}")
+            if w.name in _RESERVED_WINDOW_NAMES:
+                raise ValueError(f"register window name {w.name!r} is reserved for MSI-X")
+        self.msix_vectors = msix_vectors
+        self.config = ConfigSpace(
+            identity=identity, bar_size=bar_size, bar_64bit=bar_64bit,
+            msix_vectors=msix_vectors, msix_table_offset=msix_table_offset,
+            msix_pba_offset=msix_pba_offset, vendor_caps=vendor_caps,
+            max_payload_size_supported=max_payload_size_supported,
+            ext_tag_supported=ext_tag_supported, link=link, width=width)
+        bar_windows = list(self.transport_windows)
+        self.msix_table = None
+        if msix_vectors:
+            self.msix_table = MsixTable(vectors=msix_vectors, width=width)
+            bar_windows += [
+                RegisterWindow("msix_table", msix_table_offset, self.msix_table.table_window_size),
+                RegisterWindow("msix_pba", msix_pba_offset, self.msix_table.pba_window_size),
+            ]
+        self.bar_windows = bar_windows
+        self.bar = BarCompleter(windows=bar_windows, bar_size=bar_size, bar_64bit=bar_64bit,
+                                max_read_dw=max_read_dw, width=width)
+
+        members = {
+            "rx": In(raw_tlp_signature(width)),
+            "tx": Out(raw_tlp_signature(width)),
+            "dma_req": In(tlp_signature(width)),
+            "dma_cpl": Out(tlp_signature(width)),
+            "regs": Out(wiring.Signature({
+                w.name: Out(RegisterBus.Signature(addr_width=w.addr_width))
+                for w in self.transport_windows})),
+            "cfg_ext": Out(RegisterBus.Signature(addr_width=6)),
+            "intx": In(1),
+            "control": Out(FunctionControl),
+            "dma_pending": In(1),
+            "function_reset": In(1),
+            "counters": Out(BarCounters),
+        }
+        if msix_vectors:
+            self.vector_width = self.msix_table.vector_width
+            members["msix"] = In(stream.Signature(unsigned(self.vector_width)))
+        super().__init__(members)
+
+    # Where things ended up, for the transport and the tests.
+    @property
+    def capabilities(self) -> list[tuple[int, int]]:
+        """``(capability ID, offset)`` in list order."""
+        return list(self.config.capabilities)
+
+    @property
+    def vendor_cap_offsets(self) -> list[int]:
+        return list(self.config.vendor_cap_offsets)
+
+    def elaborate(self, platform):
+        m = Module()
+        width = self.width
+        reset = ResetInserter(self.function_reset)
+
+        m.submodules.depacketizer = reset(dpkt := TlpDepacketizer(width=width))
+        m.submodules.router = reset(router := RxRouter(width=width))
+        m.submodules.config = reset(cfg := self.config)
+        m.submodules.bar = reset(bar := self.bar)
+        m.submodules.intx = reset(intx := IntxController(width=width))
+        sources = [cfg.tx, bar.tx, intx.tx]
+        if self.msix_table is not None:
+            m.submodules.msix = reset(msix := self.msix_table)
+            sources.append(msix.tx)
+        m.submodules.arbiter = reset(arb := TlpArbiter(n=len(sources) + 1, width=width))
+        m.submodules.packetizer = reset(pkt := TlpPacketizer(width=width))
+
+        # Receive path.
+        wiring.connect(m, wiring.flipped(self.rx), dpkt.raw)
+        wiring.connect(m, dpkt.tlp, router.i)
+        wiring.connect(m, router.cfg, cfg.rx)
+        wiring.connect(m, router.req, bar.rx)
+        wiring.connect(m, router.cpl, wiring.flipped(self.dma_cpl))
+
+        # Transmit path.
+        for k, src in enumerate(sources):
+            wiring.connect(m, src, arb.i[k])
+        wiring.connect(m, wiring.flipped(self.dma_req), arb.i[len(sources)])
+        wiring.connect(m, arb.o, pkt.tlp)
+        wiring.connect(m, pkt.raw, wiring.flipped(self.tx))
+
+        # Configuration space <-> the rest.
+        ctl = cfg.control
+        m.d.comb += [
+            self.control.eq(ctl),
+            bar.completer_id.eq(ctl.requester_id),
+            bar.memory_enable.eq(ctl.memory_space_en & cfg.power_d0),
+            bar.bar_base.eq(cfg.bar_base),
+            cfg.events.ur_detected.eq(bar.events.ur),
+            cfg.events.ca_sent.eq(bar.events.ca),
+            cfg.events.poisoned.eq(router.events.poisoned),
+            cfg.events.cpl_poisoned.eq(router.events.cpl_poisoned),
+            cfg.events.cpl_ur.eq(router.events.cpl_ur),
+            cfg.events.cpl_ca.eq(router.events.cpl_ca),
+            cfg.transactions_pending.eq(self.dma_pending),
+            cfg.interrupt_status.eq(intx.interrupt_status),
+            intx.level.eq(self.intx),
+            intx.msix_enable.eq(ctl.msix_enable),
+            intx.interrupt_disable.eq(ctl.interrupt_disable),
+            intx.requester_id.eq(ctl.requester_id),
+            self.counters.eq(bar.counters),
+        ]
+        wiring.connect(m, cfg.cfg_ext, wiring.flipped(self.cfg_ext))
+
+        # BAR0 windows.
+        for w in self.transport_windows:
+            wiring.connect(m, getattr(bar.windows, w.name), wiring.flipped(getattr(self.regs, w.name)))
+        if self.msix_table is not None:
+            wiring.connect(m, bar.windows.msix_table, msix.table)
+            wiring.connect(m, bar.windows.msix_pba, msix.pba)
+            wiring.connect(m, wiring.flipped(self.msix), msix.request)
+            m.d.comb += [
+                msix.msix_enable.eq(ctl.msix_enable),
+                msix.function_mask.eq(ctl.msix_function_mask),
+                msix.bus_master_en.eq(ctl.bus_master_en),
+                msix.requester_id.eq(ctl.requester_id),
+            ]
+        return m
