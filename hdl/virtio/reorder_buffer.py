@@ -8,6 +8,8 @@ software design: every element gets a sequence number when it is popped from the
 ring, early completions wait keyed by that number, and the buffer drains while the next
 expected number is present. See ``docs/reorder-buffer.md`` for the timing and the proofs.
 """
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -198,7 +200,8 @@ class ReorderBuffer(wiring.Component):
 
         d_valid = Signal()              # stage D: an entry read from storage (or forwarded)
         d_fwd = Signal()                # ... taken from C1 rather than from storage
-        d_copy = Signal(entry)
+        d_seq = Signal(sw)              # ... its seq (bypass: only when taken from C1)
+        d_copy = Signal(self.payload_layout)    # ... its payload when taken from C1
         o0_valid = Signal()             # output register, drives retire
         o0 = Signal(self.retire_layout)
         o1_valid = Signal()             # skid entry behind o0
@@ -295,7 +298,10 @@ class ReorderBuffer(wiring.Component):
                 m.d.sync += [v0.eq(done_next[0]), v1.eq(done_next[1])]
 
         # --- D and the output registers -----------------------------------------------------
-        d_entry = Mux(d_fwd, d_copy.as_value(), st_r.data.as_value())
+        # In order, D's seq is the issued one, known without the storage; in bypass mode the
+        # storage holds it, since arrival order is not seq order.
+        d_entry = Cat(Mux(mode_bypass & ~d_fwd, st_r.data.seq, d_seq),
+                      Mux(d_fwd, d_copy.as_value(), st_r.data.payload.as_value()))
         d_move = d_valid & (~o1_valid | pop)
         push = d_move | skip
         push_entry = Signal(entry)
@@ -323,9 +329,12 @@ class ReorderBuffer(wiring.Component):
         with m.If(push & ~land_push):
             m.d.sync += o1.eq(push_entry)
         with m.If(issue_fwd):
-            m.d.sync += d_copy.eq(Cat(c1.seq, c1.payload.as_value()))
+            m.d.sync += d_copy.eq(c1.payload)
         with m.If(issue):
-            m.d.sync += d_fwd.eq(issue_fwd)
+            m.d.sync += [
+                d_fwd.eq(issue_fwd),
+                d_seq.eq(Mux(mode_bypass, c1.seq, Mux(skip, head_p1, head))),
+            ]
         m.d.sync += [
             o0_valid.eq((o0_valid & ~pop) | land_from_o1 | land_push),
             o1_valid.eq((o1_valid & ~pop) | (push & ~land_push)),
@@ -417,4 +426,14 @@ class ReorderBuffer(wiring.Component):
                 run_pos.eq(1),
                 err.eq(0),
             ]
+
+        # The internal state, named for the invariants of the formal proof
+        # (tests/formal/test_reorder_buffer_formal.py), which elaborates this module itself.
+        self.internals = SimpleNamespace(
+            lap=lap, store=store, st_r=st_r, flushing=flushing, scrub=scrub,
+            alloc_ptr=alloc_ptr, in_flight=in_flight, window=window, head=head,
+            head_p=(head, head_p1, head_p2, head_p3), v0=v0, v1=v1, mode_bypass=mode_bypass,
+            c1_valid=c1_valid, c1=c1, c1_ok=c1_ok, c1_at=c1_at, d_valid=d_valid, d_fwd=d_fwd,
+            d_seq=d_seq, d_copy=d_copy, o0_valid=o0_valid, o0=o0, o1_valid=o1_valid, o1=o1,
+            run_pos=run_pos, err=err, err_seq=err_seq)
         return m

@@ -37,6 +37,7 @@ class Stats:
     completions: int = 0
     retires: int = 0
     runs: int = 0
+    discarded: int = 0          # allocated, then thrown away by a flush
     latencies: list[int] = field(default_factory=list)
 
 
@@ -142,6 +143,7 @@ class ReorderScoreboard:
             # Everything up to and including this cycle is discarded at this clock edge,
             # so the model forgets it now rather than LAG cycles later.
             model.flush()
+            st.discarded += self._in_flight
             self._events = deque([()] * self.LAG)
             self._alloc_next = 0
             self._in_flight = 0
