@@ -189,8 +189,9 @@ class ReorderBuffer(wiring.Component):
         head_p3 = Signal(sw, init=seq_const(3))
         v0 = Signal()                   # head is completed
         v1 = Signal()                   # head + 1 is completed
-        fifo_wr = Signal(sw)            # bypass: arrivals written to storage
-        fifo_rd = Signal(sw)            # bypass: arrivals read from storage
+        fifo_wr = Signal(aw)            # bypass: next slot an arrival is written to
+        fifo_rd = Signal(aw)            # bypass: next slot read from
+        fifo_ne = Signal()              # bypass: arrivals stored and not yet read
         mode_bypass = Signal()
 
         c1_valid = Signal()             # stage C1: the registered completion
@@ -207,6 +208,7 @@ class ReorderBuffer(wiring.Component):
         o1_valid = Signal()             # skid entry behind o0
         o1 = Signal(entry)
         run_pos = Signal(range(self.max_run + 1), init=1)  # run position of the next o0
+        run_more = Signal(init=int(self.max_run > 1))      # run_pos < max_run, as a register
 
         err = Signal()
         err_seq = Signal(sw)
@@ -221,7 +223,6 @@ class ReorderBuffer(wiring.Component):
         wr = Signal(4)                  # C1 completes head + k at the end of this cycle
         m.d.comb += wr.eq(Mux(c1_ok, c1_at, 0))
         ready_h0 = v0 | wr[0]
-        fifo_ne = fifo_wr != fifo_rd
 
         skip = Signal()                 # C1 goes straight to o0/o1
         issue = Signal()                # an entry enters D
@@ -235,7 +236,7 @@ class ReorderBuffer(wiring.Component):
                 skip.eq(c1_ok & ~fifo_ne & can_skip),
                 issue.eq(~skip & (fifo_ne | c1_ok) & can_issue),
                 issue_fwd.eq(~skip & ~fifo_ne & c1_ok & can_issue),
-                rd_addr.eq(fifo_rd[:aw]),
+                rd_addr.eq(fifo_rd),
                 step.eq(ready_h0),      # walk past completed seqs, silently
                 nxt_at_f.eq(fifo_ne | c1_ok),
                 skip_next.eq(0),
@@ -253,7 +254,7 @@ class ReorderBuffer(wiring.Component):
 
         # --- storage ports ------------------------------------------------------------------
         m.d.comb += [
-            st_w.addr.eq(Mux(mode_bypass, fifo_wr[:aw], c1.seq[:aw])),
+            st_w.addr.eq(Mux(mode_bypass, fifo_wr, c1.seq[:aw])),
             st_w.data.seq.eq(c1.seq),
             st_w.data.payload.eq(c1.payload),
             st_w.en.eq(c1_ok),
@@ -316,7 +317,7 @@ class ReorderBuffer(wiring.Component):
             m.d.comb += next_ready.eq(skip_next)
         with m.Else():
             m.d.comb += next_ready.eq(nxt_at_f)
-        land_last = ~(next_ready & (run_pos < self.max_run))
+        land_last = ~(next_ready & run_more)
 
         with m.If(land_from_o1 | land_push):
             m.d.sync += [
@@ -325,6 +326,7 @@ class ReorderBuffer(wiring.Component):
                                   push_entry.payload.as_value())),
                 o0.last.eq(land_last),
                 run_pos.eq(Mux(land_last, 1, run_pos + 1)),
+                run_more.eq(Mux(land_last, self.max_run > 1, run_pos < self.max_run - 1)),
             ]
         with m.If(push & ~land_push):
             m.d.sync += o1.eq(push_entry)
@@ -342,11 +344,22 @@ class ReorderBuffer(wiring.Component):
         ]
 
         # --- bypass FIFO pointers -----------------------------------------------------------
+        fifo_in = Signal()
+        fifo_out = Signal()
         with m.If(mode_bypass):
-            m.d.sync += [
-                fifo_rd.eq(fifo_rd + (issue & ~issue_fwd)),
-                fifo_wr.eq(fifo_wr + (c1_ok & ~skip & ~issue_fwd)),
+            m.d.comb += [
+                fifo_in.eq(c1_ok & ~skip & ~issue_fwd),
+                fifo_out.eq(issue & ~issue_fwd),
             ]
+        # fifo_ne is a register, so no comparator sits in the issue decision. (fifo_wr ==
+        # fifo_rd both when empty and when all N slots are waiting; the credit keeps the
+        # FIFO from ever holding more.)
+        fifo_last = (fifo_rd + 1)[:aw] == fifo_wr
+        m.d.sync += [
+            fifo_wr.eq(fifo_wr + fifo_in),
+            fifo_rd.eq(fifo_rd + fifo_out),
+            fifo_ne.eq(fifo_in | (fifo_ne & ~(fifo_out & fifo_last))),
+        ]
 
         # --- allocation and credit ----------------------------------------------------------
         # in_flight and window never exceed N, so their top bit set means "equal to N".
@@ -418,12 +431,14 @@ class ReorderBuffer(wiring.Component):
                 v1.eq(0),
                 fifo_wr.eq(0),
                 fifo_rd.eq(0),
+                fifo_ne.eq(0),
                 c1_valid.eq(0),
                 c1_ok.eq(0),
                 d_valid.eq(0),
                 o0_valid.eq(0),
                 o1_valid.eq(0),
                 run_pos.eq(1),
+                run_more.eq(self.max_run > 1),
                 err.eq(0),
             ]
 
@@ -435,5 +450,5 @@ class ReorderBuffer(wiring.Component):
             head_p=(head, head_p1, head_p2, head_p3), v0=v0, v1=v1, mode_bypass=mode_bypass,
             c1_valid=c1_valid, c1=c1, c1_ok=c1_ok, c1_at=c1_at, d_valid=d_valid, d_fwd=d_fwd,
             d_seq=d_seq, d_copy=d_copy, o0_valid=o0_valid, o0=o0, o1_valid=o1_valid, o1=o1,
-            run_pos=run_pos, err=err, err_seq=err_seq)
+            run_pos=run_pos, run_more=run_more, err=err, err_seq=err_seq)
         return m

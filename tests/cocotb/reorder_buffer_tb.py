@@ -110,9 +110,11 @@ class TB:
                     break
                 drain_left -= 1
             if varying and cycle % 4096 == 0:
-                pa = p_alloc if p_alloc >= 0 else random.choice([0.2, 0.6, 0.95, 1.0])
-                pc = p_complete if p_complete >= 0 else random.choice([0.3, 0.7, 0.95, 1.0])
-                pr = p_retire if p_retire >= 0 else random.choice([0.2, 0.6, 0.95, 1.0])
+                # Mostly fast phases (completions per cycle dominate the run time), some
+                # with heavy back-pressure.
+                pa = p_alloc if p_alloc >= 0 else random.choice([0.25, 0.8, 1.0, 1.0])
+                pc = p_complete if p_complete >= 0 else random.choice([0.4, 0.9, 1.0, 1.0])
+                pr = p_retire if p_retire >= 0 else random.choice([0.25, 0.8, 1.0, 1.0])
             smp = h_sample.value.to_unsigned()
             av = (smp >> sh_av) & 1
             rv = (smp >> sh_rv) & 1

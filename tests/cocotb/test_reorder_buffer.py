@@ -14,11 +14,11 @@ from sim.runner import run
 # (depth, max_run, completions, bypass, flush_every, p_alloc, p_complete, p_retire)
 # A negative probability varies between phases of the run (see the testbench).
 CASES = {
-    "n2-varying": (2, None, 120_000, 0, 0, -1, -1, -1),
-    "n16-flush": (16, 5, 180_000, 0, 20_000, -1, -1, -1),
-    "n16-bypass": (16, 5, 120_000, 1, 30_000, -1, -1, -1),
-    "n256-fast": (256, None, 300_000, 0, 0, 1.0, 0.9, 0.95),
-    "n256-varying": (256, None, 150_000, 0, 50_000, -1, -1, -1),
+    "n2-varying": (2, None, 60_000, 0, 0, -1, -1, -1),
+    "n16-flush": (16, 5, 150_000, 0, 20_000, -1, -1, -1),
+    "n16-bypass": (16, 5, 100_000, 1, 30_000, -1, -1, -1),
+    "n256-fast": (256, None, 400_000, 0, 0, 1.0, 0.9, 0.95),
+    "n256-varying": (256, None, 100_000, 0, 50_000, -1, -1, -1),
     "n4096-deep": (4096, 64, 200_000, 0, 0, 0.95, 0.9, 0.8),
 }
 
