@@ -8,7 +8,7 @@ allocation, the error output and busy, cycle by cycle.
 """
 import pytest
 
-from reorder_buffer_top import PackedReorderBuffer
+from tests.cocotb.reorder_buffer_top import PackedReorderBuffer
 from sim.runner import run
 
 # (depth, max_run, completions, bypass, flush_every, p_alloc, p_complete, p_retire)
