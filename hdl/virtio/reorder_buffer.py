@@ -101,6 +101,9 @@ class ReorderBuffer(wiring.Component):
         The seq of the first bad completion (valid while ``error``).
     seq_width : int
         Width of every sequence number.
+    internals : SimpleNamespace
+        Set by :meth:`elaborate`: the internal state by name (pointers, pipeline registers,
+        memories), for the invariants of the formal proof. Not a port; nothing else uses it.
     """
 
     def __init__(self, *, depth: int = 256, payload_layout: data.Layout = used_elem_layout,

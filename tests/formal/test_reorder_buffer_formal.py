@@ -50,7 +50,7 @@ DEPTH = 8
 MAX_RUN = 3
 PAYLOAD = data.StructLayout({"id": 3, "len": 3})
 PROVE_DEPTH = 6
-COVER_DEPTH = 22
+COVER_DEPTH = 20
 
 
 class Harness(Elaboratable):
