@@ -64,6 +64,16 @@ def verilator_env() -> None:
     path = os.environ.get("PATH", "").split(os.pathsep)
     if not path or path[0] != bindir:
         os.environ["PATH"] = os.pathsep.join([bindir] + [p for p in path if p != bindir])
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so the generated makefile
+    # hands the precompiled header to the compiler as an input file and every model that
+    # Verilator splits into several .cpp files fails to build ("Vtop__pch.h.fast: linker
+    # input file not found"). Give make the -include flag GCC and Clang both take.
+    mk = (root / "include" / "verilated.mk").read_text()
+    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk, re.M):
+        fix = "CFG_CXXFLAGS_PCH_I=-include"
+        flags = os.environ.get("MAKEFLAGS", "")
+        if fix not in flags:
+            os.environ["MAKEFLAGS"] = f"{flags} {fix}".strip()
 
 
 def _hdl_digest() -> str:

@@ -62,8 +62,7 @@ def check(width, expect, result):
             nbytes = len(data) - k * B if last else B
             assert beat.keep == (1 << nbytes) - 1
             got += beat.data.to_bytes(B, "little")[:nbytes]
-            if last:
-                assert DmaError(beat.error) == error
+            assert DmaError(beat.error) == (error if last else DmaError.NONE)
         if error == DmaError.NONE:
             assert got == data
 

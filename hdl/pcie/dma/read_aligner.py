@@ -118,7 +118,7 @@ class ReadAligner(wiring.Component):
                 out.data.eq(joined),
                 out.keep.eq(keep),
                 out.last.eq(is_last),
-                out.error.eq(err_in),
+                out.error.eq(Mux(is_last, err_in, DmaError.NONE)),
                 self.inp.ready.eq(self.out.ready),
             ]
             with m.If(self.inp.valid & self.out.ready):
