@@ -196,10 +196,13 @@ class DmaHarness:
         self.ref = HostMemory()          # expected memory contents
         self.last_host_write = 0.0
         self.first_wr_tlp = None
+        self._driven: dict[int, int] = {}
 
     # --- setup ---------------------------------------------------------------------------
-    async def start(self):
-        cocotb.start_soon(Clock(self.dut.clk, self.clock_ns, unit="ns").start())
+    async def start(self, clock: bool = True):
+        """Start the clock (unless another harness already did) and reset the engine."""
+        if clock:
+            cocotb.start_soon(Clock(self.dut.clk, self.clock_ns, unit="ns").start())
         self.dut.rst.value = 1
         for port in (self.req,):
             port.ready.value = 0
@@ -280,6 +283,17 @@ class DmaHarness:
                 f"pending={len(self.pending)} deliver={len(self.deliver)}")
 
     # --- one clock -----------------------------------------------------------------------
+    def _set(self, handle, value):
+        """Drive ``handle`` only when its value changes (each write costs simulator time)."""
+        key = id(handle)
+        if self._driven.get(key) != value:
+            handle.value = value
+            self._driven[key] = value
+
+    def _was(self, handle) -> int:
+        """The value this harness drove onto ``handle`` for the clock edge just passed."""
+        return self._driven.get(id(handle), 0)
+
     async def step(self):
         await RisingEdge(self.dut.clk)
         self.now += 1
@@ -287,12 +301,12 @@ class DmaHarness:
         rnd = self.rng.random
 
         # transfers that happened at this edge
-        if self.req.valid.value and self.req.ready.value:
+        if self._was(self.req.ready) and self.req.valid.value:
             self._req_beat(int(self.req.payload.value))
-        if self.cpl_cur is not None and self.cpl.valid.value and self.cpl.ready.value:
+        if self.cpl_cur is not None and self._was(self.cpl.valid) and self.cpl.ready.value:
             self.cpl_cur = None
         for i in range(self.nrd):
-            if self.rd_cmd_cur[i] is not None and self.rd_cmd[i].valid.value and \
+            if self.rd_cmd_cur[i] is not None and self._was(self.rd_cmd[i].valid) and \
                     self.rd_cmd[i].ready.value:
                 cmd = self.rd_cmd_cur[i]
                 cmd.t_cmd = now
@@ -300,19 +314,19 @@ class DmaHarness:
                 if 1 <= cmd.length <= MAX_DMA_LEN and cmd.expect_bme:
                     self.rd_cursor[i].append([cmd, 0])
                 self.rd_cmd_cur[i] = None
-            if self.rd_data[i].valid.value and self.rd_data[i].ready.value:
+            if self._was(self.rd_data[i].ready) and self.rd_data[i].valid.value:
                 self._rd_beat(i, int(self.rd_data[i].payload.value))
         for i in range(self.nwr):
-            if self.wr_cmd_cur[i] is not None and self.wr_cmd[i].valid.value and \
+            if self.wr_cmd_cur[i] is not None and self._was(self.wr_cmd[i].valid) and \
                     self.wr_cmd[i].ready.value:
                 cmd = self.wr_cmd_cur[i]
                 cmd.t_cmd = now
                 self.wr_wait[i].append(cmd)
                 self.wr_cmd_cur[i] = None
-            if self.wr_beat_cur[i] is not None and self.wr_data[i].valid.value and \
+            if self.wr_beat_cur[i] is not None and self._was(self.wr_data[i].valid) and \
                     self.wr_data[i].ready.value:
                 self.wr_beat_cur[i] = None
-            if self.wr_done[i].valid.value and self.wr_done[i].ready.value:
+            if self._was(self.wr_done[i].ready) and self.wr_done[i].valid.value:
                 cmd = self.wr_wait[i].popleft()
                 cmd.error = DmaError(int(self.wr_done[i].payload.value))
                 cmd.t_done = now
@@ -325,43 +339,43 @@ class DmaHarness:
             ready = self.upstream_bytes < self.tx_buffer
         else:
             ready = True
-        self.req.ready.value = int(ready and rnd() < self.p["req_ready"])
+        self._set(self.req.ready, int(ready and rnd() < self.p["req_ready"]))
 
         if self.cpl_cur is None and self.deliver and rnd() < self.p["cpl_valid"]:
             self.cpl_cur = self.deliver.popleft()
-            self.cpl.payload.value = self.cpl_cur
-            self.cpl.valid.value = 1
+            self._set(self.cpl.payload, self.cpl_cur)
+            self._set(self.cpl.valid, 1)
         elif self.cpl_cur is None:
-            self.cpl.valid.value = 0
+            self._set(self.cpl.valid, 0)
 
         for i in range(self.nrd):
             if self.rd_cmd_cur[i] is None and self.rd_queue[i] and rnd() < self.p["rd_cmd"]:
                 cmd = self.rd_cmd_cur[i] = self.rd_queue[i].popleft()
-                self.rd_cmd[i].payload.value = cmd.addr | (cmd.length << 64)
-                self.rd_cmd[i].valid.value = 1
+                self._set(self.rd_cmd[i].payload, cmd.addr | (cmd.length << 64))
+                self._set(self.rd_cmd[i].valid, 1)
             elif self.rd_cmd_cur[i] is None:
-                self.rd_cmd[i].valid.value = 0
-            self.rd_data[i].ready.value = int(rnd() < self.p["rd_ready"])
+                self._set(self.rd_cmd[i].valid, 0)
+            self._set(self.rd_data[i].ready, int(rnd() < self.p["rd_ready"]))
         for i in range(self.nwr):
             if self.wr_cmd_cur[i] is None and self.wr_queue[i] and rnd() < self.p["wr_cmd"]:
                 cmd = self.wr_cmd_cur[i] = self.wr_queue[i].popleft()
-                self.wr_cmd[i].payload.value = cmd.addr | (cmd.length << 64)
-                self.wr_cmd[i].valid.value = 1
+                self._set(self.wr_cmd[i].payload, cmd.addr | (cmd.length << 64))
+                self._set(self.wr_cmd[i].valid, 1)
                 nbeats = -(-cmd.length // self.B)
                 data = cmd.payload.ljust(nbeats * self.B, b"\0")
                 for k in range(nbeats):
                     word = int.from_bytes(data[k * self.B:(k + 1) * self.B], "little")
                     self.wr_beats[i].append(word | (int(k == nbeats - 1) << self.width))
             elif self.wr_cmd_cur[i] is None:
-                self.wr_cmd[i].valid.value = 0
+                self._set(self.wr_cmd[i].valid, 0)
             if self.wr_beat_cur[i] is None and self.wr_beats[i] and \
                     rnd() < self.p["wr_data"]:
                 self.wr_beat_cur[i] = self.wr_beats[i].popleft()
-                self.wr_data[i].payload.value = self.wr_beat_cur[i]
-                self.wr_data[i].valid.value = 1
+                self._set(self.wr_data[i].payload, self.wr_beat_cur[i])
+                self._set(self.wr_data[i].valid, 1)
             elif self.wr_beat_cur[i] is None:
-                self.wr_data[i].valid.value = 0
-            self.wr_done[i].ready.value = int(rnd() < self.p["done_ready"])
+                self._set(self.wr_data[i].valid, 0)
+            self._set(self.wr_done[i].ready, int(rnd() < self.p["done_ready"]))
 
     # --- client read data ----------------------------------------------------------------
     def _rd_beat(self, chan: int, value: int):
