@@ -54,7 +54,7 @@ def random_length(rng) -> int:
         return rng.randint(1, 8)
     if r < 0.6:
         return rng.randint(1, 600)
-    if r < 0.95:
+    if r < 0.97:
         return rng.randint(600, 6000)
     return rng.randint(6000, 65536)
 
@@ -87,13 +87,13 @@ async def random_traffic(dut):
         tb.set_ctrl(max_payload_size=mps, max_read_request_size=mrrs)
         dut._log.info("phase %d: MPS %d, MRRS %d, credits %s", phase, 128 << mps,
                       128 << mrrs, tb.credits)
-        queue_mix(tb, rng, int(os.environ.get("DMA_CMDS", "40")))
+        queue_mix(tb, rng, int(os.environ.get("DMA_CMDS", "25")))
         await tb.run(max_cycles=400_000)
         tb.check()
     dut._log.info("%d reads, %d writes; MemRd %d, MemWr %d; max credits in flight %s",
                   len(tb.rd_done), len(tb.wr_done_list), tb.req_count["rd"],
                   tb.req_count["wr"], tb.max_in_flight)
-    assert len(tb.rd_done) + len(tb.wr_done_list) == 3 * int(os.environ.get("DMA_CMDS", "40"))
+    assert len(tb.rd_done) + len(tb.wr_done_list) == 3 * int(os.environ.get("DMA_CMDS", "25"))
     st = tb.status()
     assert st == dict(cpl_discarded=0, cpl_timeouts=0, cpl_errors=0), st
 
