@@ -87,13 +87,13 @@ async def random_traffic(dut):
         tb.set_ctrl(max_payload_size=mps, max_read_request_size=mrrs)
         dut._log.info("phase %d: MPS %d, MRRS %d, credits %s", phase, 128 << mps,
                       128 << mrrs, tb.credits)
-        queue_mix(tb, rng, int(os.environ.get("DMA_CMDS", "25")))
+        queue_mix(tb, rng, int(os.environ.get("DMA_CMDS", "60")))
         await tb.run(max_cycles=400_000)
         tb.check()
     dut._log.info("%d reads, %d writes; MemRd %d, MemWr %d; max credits in flight %s",
                   len(tb.rd_done), len(tb.wr_done_list), tb.req_count["rd"],
                   tb.req_count["wr"], tb.max_in_flight)
-    assert len(tb.rd_done) + len(tb.wr_done_list) == 3 * int(os.environ.get("DMA_CMDS", "25"))
+    assert len(tb.rd_done) + len(tb.wr_done_list) == 3 * int(os.environ.get("DMA_CMDS", "60"))
     st = tb.status()
     assert st == dict(cpl_discarded=0, cpl_timeouts=0, cpl_errors=0), st
 
@@ -110,7 +110,7 @@ async def completion_errors(dut):
     await tb.start()
     tb.set_ctrl(max_payload_size=rng.randrange(2), max_read_request_size=rng.randrange(4))
     for chan in range(tb.nrd):
-        for _ in range(25):
+        for _ in range(40):
             length = rng.choice([rng.randint(1, 64), rng.randint(64, 3000)])
             tb.read(chan, random_addr(rng, chan, length), length)
     await tb.run(max_cycles=3 * tb.timeout + 300_000)
