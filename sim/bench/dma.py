@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= size <= 65536:
             parser.error(f"size {size} is outside 1..65536")
 
-    console = Console()
+    # Wide tables: without a terminal rich would cut them at 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     params = engine_params(args.width)
     plan = make_plan(args)
     console.print(f"[bold]DMA engine[/] {params}")
