@@ -49,8 +49,9 @@ class CompletionTracker(wiring.Component):
     slots : int
         Reorder slots per read channel (a power of two).
     timeout : int
-        Completion timeout in clocks; a request is timed out between ``timeout`` and
-        ``timeout + 2 * tags`` clocks after it was issued.
+        Completion timeout in clocks; a request is timed out ``timeout`` to
+        ``timeout + 2 * tags`` clocks after it was issued (a few clocks more if completions
+        end other requests at the moment it is due).
 
     Attributes
     ----------
@@ -239,18 +240,23 @@ class CompletionTracker(wiring.Component):
         m.d.comb += [info_scan.addr.eq(idx), stamp_scan.addr.eq(idx)]
         elapsed = Signal(ts_bits)
         m.d.comb += elapsed.eq(now - stamp_scan.data)
+        # A tag whose completion is being received is passed over (it is answering, and
+        # its buffer writes must not race a timeout); an action that needs the slot event
+        # bus or the free list waits a clock while a completion ends a request.
         busy_here = (s1_valid | in_tlp) & (hdr.tag == idx)
-        blocked = retire | busy_here
-        evaluate = phase & ~blocked
+        look = phase & ~busy_here
+        want_timeout = look & active.bit_select(idx, 1) & (elapsed >= self.timeout)
+        want_release = look & stale.bit_select(idx, 1) & (elapsed >= 2 * self.timeout)
         time_out = Signal()
         release = Signal()
         m.d.comb += [
-            time_out.eq(evaluate & active.bit_select(idx, 1) & (elapsed >= self.timeout)),
-            release.eq(evaluate & stale.bit_select(idx, 1) & (elapsed >= 2 * self.timeout)),
+            time_out.eq(want_timeout & ~retire),
+            release.eq(want_release & ~retire),
         ]
+        advance = phase & ~((want_timeout | want_release) & retire)
         with m.If(~phase):
             m.d.sync += phase.eq(1)
-        with m.Elif(evaluate):
+        with m.Elif(advance):
             m.d.sync += [phase.eq(0), idx.eq(Mux(idx == tags - 1, 0, idx + 1))]
         with m.If(time_out):
             m.d.sync += [
