@@ -126,9 +126,9 @@ def run_case(width: int, rng: random.Random, mrrs_code: int, max_read: int, coun
 
 def test_read_channel_64():
     rng = random.Random(seed())
-    run_case(64, rng, mrrs_code=rng.randrange(3, 6), max_read=1024, count=14)
+    run_case(64, rng, mrrs_code=rng.randrange(3, 6), max_read=1024, count=10)
 
 
 def test_read_channel_128_small_pieces():
     rng = random.Random(seed())
-    run_case(128, rng, mrrs_code=0, max_read=1024, count=20)
+    run_case(128, rng, mrrs_code=0, max_read=1024, count=12)

@@ -94,9 +94,9 @@ def run_case(width: int, rng: random.Random, mps_code: int, count: int):
 def test_write_channel_64():
     rng = random.Random(seed())
     for mps_code in (0, 5):
-        run_case(64, rng, mps_code, 20)
+        run_case(64, rng, mps_code, 12)
 
 
 def test_write_channel_128():
     rng = random.Random(seed())
-    run_case(128, rng, rng.randrange(3), 25)
+    run_case(128, rng, rng.randrange(3), 15)

@@ -182,8 +182,13 @@ class ReadChannel(wiring.Component):
         done = Signal(self.slots)
         errors = Array(Signal(DmaError, name=f"err{i}") for i in range(self.slots))
         ev = self.slot_done
-        with m.If(ev.valid & (ev.chan == self.index)):
-            m.d.sync += [done.bit_select(ev.slot, 1).eq(1), errors[ev.slot].eq(ev.error)]
+        mine = ev.valid & (ev.chan == self.index)
+        for i in range(self.slots):
+            # a decoder per slot: an Array write would be a case of cases
+            with m.If(mine & (ev.slot == i)):
+                m.d.sync += errors[i].eq(ev.error)
+        with m.If(mine):
+            m.d.sync += done.bit_select(ev.slot, 1).eq(1)
 
         # --- in-order delivery: the read port's output is a one-beat pipeline register ---
         slot_r = Signal(self.slot_bits)
