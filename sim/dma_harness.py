@@ -74,6 +74,7 @@ class _PendingCpl:
     seq: int
     cpl: Completion = dataclasses.field(compare=False)
     late: bool = dataclasses.field(compare=False, default=False)
+    request: int = dataclasses.field(compare=False, default=0)   # issue order of its MemRd
 
 
 class _Port:
@@ -197,6 +198,9 @@ class DmaHarness:
         self.last_host_write = 0.0
         self.first_wr_tlp = None
         self._driven: dict[int, int] = {}
+        self.mrd_seq = 0
+        self.overtaken = 0      # completions that passed an older request's completions
+        self.split_reads = 0    # reads answered by more than one completion
 
     # --- setup ---------------------------------------------------------------------------
     async def start(self, clock: bool = True):
@@ -499,6 +503,8 @@ class DmaHarness:
                 self.link is None or self.link[1].idle(now)):
             item = heapq.heappop(self.pending)
             c = item.cpl
+            if any(p.request < item.request for p in self.pending if not p.late):
+                self.overtaken += 1     # an older request still has completions to come
             arrival = now if self.link is None else self.link[1].send(now, c.length_dw * 4)
             self.on_wire.append((arrival, c, item.late))
         while self.on_wire and self.on_wire[0][0] <= now:
@@ -525,9 +531,11 @@ class DmaHarness:
             self.expect_cpl_errors += 1
         self._attribute(req, fault)
         t = now + self.rng.randint(*self.latency)
+        self.mrd_seq += 1
+        self.split_reads += len(cpls) > 1
         for c in cpls:
             self.seq += 1
-            heapq.heappush(self.pending, _PendingCpl(t, self.seq, c))
+            heapq.heappush(self.pending, _PendingCpl(t, self.seq, c, request=self.mrd_seq))
             # completions of one request stay in address order (§2.3.1.1)
             t += self.rng.randint(0, 4) if self.latency[1] > self.latency[0] else 0
         self.tag_busy[req.tag] = len(cpls)

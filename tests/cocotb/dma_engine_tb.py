@@ -90,9 +90,11 @@ async def random_traffic(dut):
         queue_mix(tb, rng, int(os.environ.get("DMA_CMDS", "60")))
         await tb.run(max_cycles=400_000)
         tb.check()
-    dut._log.info("%d reads, %d writes; MemRd %d, MemWr %d; max credits in flight %s",
-                  len(tb.rd_done), len(tb.wr_done_list), tb.req_count["rd"],
-                  tb.req_count["wr"], tb.max_in_flight)
+    dut._log.info("%d reads, %d writes; MemRd %d (%d answered in pieces), MemWr %d; "
+                  "%d completions overtook older requests'; max credits in flight %s",
+                  len(tb.rd_done), len(tb.wr_done_list), tb.req_count["rd"], tb.split_reads,
+                  tb.req_count["wr"], tb.overtaken, tb.max_in_flight)
+    assert tb.overtaken > 0 and tb.split_reads > 0, "no reordering or splitting exercised"
     assert len(tb.rd_done) + len(tb.wr_done_list) == 3 * int(os.environ.get("DMA_CMDS", "60"))
     st = tb.status()
     assert st == dict(cpl_discarded=0, cpl_timeouts=0, cpl_errors=0), st
