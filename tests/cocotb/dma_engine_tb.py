@@ -94,7 +94,9 @@ async def random_traffic(dut):
                   "%d completions overtook older requests'; max credits in flight %s",
                   len(tb.rd_done), len(tb.wr_done_list), tb.req_count["rd"], tb.split_reads,
                   tb.req_count["wr"], tb.overtaken, tb.max_in_flight)
-    assert tb.overtaken > 0 and tb.split_reads > 0, "no reordering or splitting exercised"
+    assert tb.overtaken > 0, "no completion reordering was exercised"
+    if tb.host.split != "max":
+        assert tb.split_reads > 0, "no read was answered in pieces"
     assert len(tb.rd_done) + len(tb.wr_done_list) == 3 * int(os.environ.get("DMA_CMDS", "60"))
     st = tb.status()
     assert st == dict(cpl_discarded=0, cpl_timeouts=0, cpl_errors=0), st
