@@ -539,6 +539,8 @@ class DmaHarness:
             # completions of one request stay in address order (§2.3.1.1)
             t += self.rng.randint(0, 4) if self.latency[1] > self.latency[0] else 0
         self.tag_busy[req.tag] = len(cpls)
+        if fault is not Fault.NONE:
+            log.debug("MemRd tag %d at %#x: %s", req.tag, req.addr, fault.value)
         if lost and self.rng.random() < self.late:
             self.tag_busy[req.tag] += len(lost)
             # after the engine's timeout, within its quarantine of the tag

@@ -22,7 +22,6 @@ import argparse
 import concurrent.futures
 import json
 import logging
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -165,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]DMA engine[/] {params}")
     console.print(f"{len(plan)} measurements at {CLOCK_HZ / 1e6:g} MHz; building the model...")
     build(lambda: DmaEngine(**params), toplevel="dma_bench", params=params)
+    log.info("running %d measurements in %d simulations", len(plan), max(1, args.jobs))
 
     jobs = max(1, args.jobs)
     chunks = [plan[i::jobs] for i in range(jobs)]

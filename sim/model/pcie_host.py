@@ -289,6 +289,8 @@ class PcieHost:
         if fault is Fault.NONE:
             return cpls
         at = self.rng.randrange(len(cpls)) if fault_at is None else min(fault_at, len(cpls) - 1)
+        log.debug("MemRd tag %d %#x+%d: %s at completion %d of %d", req.tag, start, count,
+                  fault.value, at, len(cpls))
         if fault is Fault.POISONED:
             cpls[at].ep = True
         elif fault is Fault.LOST:

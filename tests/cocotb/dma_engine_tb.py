@@ -91,7 +91,7 @@ async def random_traffic(dut):
         await tb.run(max_cycles=400_000)
         tb.check()
     dut._log.info("%d reads, %d writes; MemRd %d (%d answered in pieces), MemWr %d; "
-                  "%d completions overtook older requests'; max credits in flight %s",
+                  "%d completions overtook older requests; max credits in flight %s",
                   len(tb.rd_done), len(tb.wr_done_list), tb.req_count["rd"], tb.split_reads,
                   tb.req_count["wr"], tb.overtaken, tb.max_in_flight)
     assert tb.overtaken > 0, "no completion reordering was exercised"

@@ -1,6 +1,6 @@
 """Turns the read channels' pieces into MemRd TLPs, one tag each."""
 from amaranth.hdl import Module, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.spec import tlp_signature

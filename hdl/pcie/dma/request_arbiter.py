@@ -1,5 +1,5 @@
 """Round-robin arbiter of the DMA engine's outgoing TLPs, gated by flow control credits."""
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
