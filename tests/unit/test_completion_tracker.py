@@ -122,6 +122,28 @@ def test_completion_tracker():
                     free_tags.append(t)
             freed.clear()
             queues = {t: q for t, q in queues.items() if q}
+        # a malformed completion (more bytes than the request asked for) is dropped: it
+        # writes nothing, and its request times out
+        while not free_tags:
+            await tick()
+            free_tags += [t for t, _ in freed]
+            freed.clear()
+        tag = free_tags.pop()
+        bad = dict(tag=tag, chan=0, slot=len(reads) % 1024, addr=0x5000, len=64,
+                   base=base[0], fault=Fault.LOST, t_issue=now, malformed=True)
+        reads.append(bad)
+        nonlocal_bad_base[0] = bad["base"]
+        ctx.set(dut.issue.valid, 1)
+        ctx.set(dut.issue.payload, dut.issue.payload.shape().const(dict(
+            tag=tag, chan=0, slot=bad["slot"], ring_base=bad["base"], end_rel=64)))
+        await tick()
+        ctx.set(dut.issue.valid, 0)
+        good = host.read(mem_request(0x5000, 128, tag))[0]
+        for beat in beats_of(good):         # Byte Count 128 for a 64-byte request
+            ctx.set(dut.cpl.payload, layout.const(beat))
+            ctx.set(dut.cpl.valid, 1)
+            await tick()
+        ctx.set(dut.cpl.valid, 0)
         # wait for the timeouts, deliver the late completions, wait for the quarantine
         for _ in range(TIMEOUT + 40):
             await tick()
@@ -139,6 +161,7 @@ def test_completion_tracker():
                        errors=status.cpl_errors)
 
     results = {}
+    nonlocal_bad_base = [None]
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
@@ -171,4 +194,7 @@ def test_completion_tracker():
     lost = sum(r["fault"] is Fault.LOST for r in reads)
     assert results["timeouts"] == lost
     assert results["errors"] == sum(r["fault"] in (Fault.UR, Fault.POISONED) for r in reads)
-    assert results["discarded"] == sum(len(c) for _, c in late)
+    assert results["discarded"] == sum(len(c) for _, c in late) + 1     # + the malformed one
+    bad_base = nonlocal_bad_base[0]
+    assert all(ring.get((0, lane, (bad_base + k) % RING)) is None
+               for lane in range(LANES) for k in range(20)), "malformed completion written"

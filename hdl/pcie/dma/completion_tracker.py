@@ -185,10 +185,16 @@ class CompletionTracker(wiring.Component):
         ctx_slot = Signal(self.slot_bits)
 
         dw0 = rel >> 2
+        # A completion whose Byte Count and Length put data outside its request (malformed,
+        # §2.3.2) is dropped like an unexpected one: it must not touch other requests' room.
+        has_data = hdr.fmt_type == TlpFmtType.CPLD
+        end_dw = (info.end_rel + 3) >> 2
+        fits = (byte_count <= info.end_rel) & (~has_data | (dw0 + len_dw <= end_dw))
         first = s1.first
-        good = Mux(first, is_cpl & tag_ok, ctx_good)
-        write = Mux(first, is_cpl & tag_ok & (hdr.status == CplStatus.SC) & ~hdr.ep &
-                    (hdr.fmt_type == TlpFmtType.CPLD), ctx_write)
+        accept = is_cpl & tag_ok & fits
+        good = Mux(first, accept, ctx_good)
+        write = Mux(first, accept & (hdr.status == CplStatus.SC) & ~hdr.ep & has_data,
+                    ctx_write)
         fin = Mux(first, final, ctx_final)
         err = Mux(first, error, ctx_error)
         beat = Mux(first, info.ring_base + (dw0 >> self.lane_bits), ctx_beat)
@@ -231,7 +237,7 @@ class CompletionTracker(wiring.Component):
             self.status.cpl_timeouts.eq(cnt_timeout),
             self.status.cpl_errors.eq(cnt_error),
         ]
-        with m.If(s1_valid & first & ~(is_cpl & tag_ok)):
+        with m.If(s1_valid & first & ~accept):
             m.d.sync += cnt_discard.eq(cnt_discard + 1)
 
         # --- timeout scanner: one tag every two clocks -----------------------------------

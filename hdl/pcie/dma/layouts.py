@@ -38,7 +38,8 @@ FcCreditLimit = data.StructLayout({
 })
 
 DmaStatus = data.StructLayout({
-    "cpl_discarded": 16,    # completions dropped: unknown/idle/timed-out tag, or not a Cpl(D)
+    "cpl_discarded": 16,    # completions dropped: unknown/idle/timed-out tag, not a Cpl(D), or
+                            # data outside its request (malformed)
     "cpl_timeouts": 16,     # requests ended by the completion timeout (§2.8)
     "cpl_errors": 16,       # requests ended by UR/CA/CRS status or a poisoned completion
 })
