@@ -22,8 +22,8 @@ FC_DATA_BYTES = 16
 
 FcCreditLimit = data.StructLayout({
     # CREDIT_LIMIT of the transmitter's gating function for each credit type (§2.6.1.2):
-    # the modulo-2^n sum of the initial credits advertised by the link partner and every
-    # UpdateFC since, minus whatever the function's other transmitters have consumed of it.
+    # the value the link partner last advertised for it in InitFC/UpdateFC (§3.4.2, modulo
+    # 2^n), less what the function's other transmitters have consumed of that type.
     "ph": FC_HDR_BITS,      # Posted Request Header (MemWr)
     "pd": FC_DATA_BITS,     # Posted Request Data
     "nph": FC_HDR_BITS,     # Non-Posted Request Header (MemRd)
