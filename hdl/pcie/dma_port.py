@@ -8,14 +8,18 @@ whatever the alignment of ``addr``; every beat but a command's last is full.
 
 Read data: every command yields exactly ``ceil(len / (width // 8))`` beats, the last with
 ``last`` set and ``keep`` marking its valid bytes (contiguous from lane 0). If any part of the
-command failed (:class:`DmaError`), ``error`` is set on its last beat and the bytes of that
-command must not be used: a client acts on read data only after it has seen the last beat's
-``error`` field. Failed parts read as zero.
+command failed (:class:`DmaError`), ``error`` is set on its last beat (it is ``NONE`` on every
+other beat) and the bytes of that command must not be used: a client acts on read data only
+after it has seen the last beat's ``error`` field. Failed parts read as zero. A command
+refused for its length (``BAD_LENGTH``: 0, or above ``MAX_DMA_LEN``) yields a single beat with
+``keep`` 0, ``last`` set and the error, so that even a zero-length command is answered.
 
 Write data: the client sends exactly ``ceil(len / (width // 8))`` beats per command with
-``last`` on the final one (``keep`` is implied by ``len``). ``done`` carries one entry per
-command, in command order, once all its TLPs have been handed to the transmit arbiter (writes
-are posted: ``done`` means sent, not acknowledged) or once the command was refused.
+``last`` on the final one (``keep`` is implied by ``len``); the engine takes exactly that many
+beats for every command, refused ones included (none for ``len`` 0), and counts beats by
+``len`` rather than by ``last``. ``done`` carries one entry per command, in command order,
+once all its TLPs have left the engine towards the transmit arbiter (writes are posted:
+``done`` means sent, not acknowledged) or once the command was refused.
 """
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum, stream, wiring
