@@ -1,0 +1,1 @@
+"""Scoreboards: golden models wrapped with the cycle-level port contract of a block."""
