@@ -180,6 +180,8 @@ class QueueDriver:
                and self.submitted - self.used < w.queue_depth):
             elements = self.random_buffer()
             indirect = self.tb.indirect and self.tb.rng.random() < w.indirect
+            if not indirect:
+                elements = elements[:self.size]     # a direct chain fits its table
             if self.rd.num_free < self.descriptors_needed(elements, indirect):
                 break
             self.add(elements, indirect=indirect)
@@ -300,7 +302,8 @@ class PythonBackend:
 
     ``delay`` is a (low, high) range of cycles; ``partial`` the probability that an element
     with writable bytes reports fewer bytes written than it has; ``elem_ready`` the
-    probability of taking a beat. ``written(queue, seq)`` can override the written length.
+    probability of taking a beat. While not ``active`` (device reset) it takes every beat
+    and drops it, and completes nothing.
     """
 
     def __init__(self, tb: VirtqueueTB, *, delay=(0, 40), partial: float = 0.0,
@@ -323,7 +326,7 @@ class PythonBackend:
 
     def step(self, cycle: int) -> None:
         dut, tb, rng = self.tb.dut, self.tb, self.tb.rng
-        if self.ready and int(dut.elem__valid.value):
+        if self.ready and int(dut.elem__valid.value) and self.active:
             beat = unpack(tb.elem_layout, int(dut.elem__payload.value))
             self.beats.append(beat)
             if beat["last"]:
@@ -338,7 +341,8 @@ class PythonBackend:
                 _, self.offer = self.waiting.pop(rng.choice(due))
                 dut.done__payload.value = pack(tb.done_layout, self.offer)
         dut.done__valid.value = int(self.offer is not None)
-        self.ready = self.active and rng.random() < self.elem_ready
+        # Under a device reset the backend takes and drops what the engine still hands out.
+        self.ready = not self.active or rng.random() < self.elem_ready
         dut.elem__ready.value = int(self.ready)
 
     def _finish(self, beats: list[dict], cycle: int) -> None:
@@ -462,15 +466,12 @@ class VirtqueueTB:
             beats = self.elem_beats.setdefault(beat["queue"], [])
             beats.append(beat)
             self._trace("elem %s", beat)
+            if self.check_pattern and beat["write"] and beat["len"]:
+                self.writable_ranges[(beat["queue"], beat["addr"])] = (
+                    beat["addr"], beat["addr"] + beat["len"])
             if beat["last"]:
                 del self.elem_beats[beat["queue"]]
-                driver = self._driver(beat["queue"])
-                driver.element_seen(beats)
-                if self.check_pattern:
-                    for b in beats:
-                        if b["write"] and b["len"]:
-                            self.writable_ranges[(beat["queue"], b["addr"])] = (
-                                b["addr"], b["addr"] + b["len"])
+                self._driver(beat["queue"]).element_seen(beats)
         if int(dut.done_mon__valid.value):
             done = unpack(self.done_layout, int(dut.done_mon__payload.value))
             self._trace("done %s", done)
@@ -634,6 +635,20 @@ class VirtqueueTB:
     def stats(self) -> dict:
         return unpack(VirtqStats, int(self.dut.stats.value))
 
+    def _dump_reset_state(self) -> None:
+        """Log which block holds a reset up (internal signals, for diagnosis only)."""
+        engine = self.dut.engine
+        for path in ("fetcher.quiet", "walker.quiet", "dispatcher.quiet", "used_writer.quiet",
+                     "notifier.quiet", "ring_arb.idle", "desc_arb.idle", "wr_arb.idle"):
+            try:
+                handle = engine
+                for part in path.split("."):
+                    handle = getattr(handle, part)
+                self.dut._log.error("reset stuck: %s = %s", path, handle.value)
+            except AttributeError:
+                self.dut._log.error("reset stuck: %s not visible", path)
+        self.dut._log.error("DMA busy: %s", {n: c.busy for n, c in self.dma.channels.items()})
+
     async def device_reset(self, *, timeout: int = 20_000) -> int:
         """Reset the device as a driver does (status 0, wait until it reads 0); returns the
         clocks it took. Checks that no DMA command is outstanding once ``idle`` is up."""
@@ -644,9 +659,13 @@ class VirtqueueTB:
         self.backend.active = False
         dut.reset.value = 1
         dut.be_reset.value = 1
-        cycles = await self.wait_for(
-            lambda: int(dut.idle.value) and int(dut.be_idle.value), timeout,
-            "idle after reset")
+        try:
+            cycles = await self.wait_for(
+                lambda: int(dut.idle.value) and int(dut.be_idle.value), timeout,
+                "idle after reset")
+        except AssertionError:
+            self._dump_reset_state()
+            raise
         if self.dma.busy():
             raise AssertionError("engine reports idle while DMA commands are outstanding")
         before = (len(self.dma.reads), len(self.dma.writes))

@@ -12,7 +12,7 @@ from hdl.pcie.dma_port import DmaError
 from hdl.virtio.spec import VirtqDescFlags
 from hdl.virtio.virtqueue_port import VirtqErrorKind
 from sim.model.memory import SparseMemory
-from sim.model.split_ring import RawDesc
+from sim.model.split_ring import RawDesc, encode_desc
 from sim.model.virtqueue import (
     AvailEventWrite, ChainFault, ErrorKind, SplitVirtqueueDevice, UsedIdxWrite, UsedNotify,
     walk_chain,
@@ -158,13 +158,13 @@ async def queue_sizes(dut):
     tb.configure(in_order=True, event_idx=False, indirect=False, sizes=[8, 8],
                  workloads=[Workload(requests=0), Workload(requests=12, queue_depth=4)])
     bad = tb.queues[0]
-    dut.queue_config.value = int(dut.queue_config.value) | 0    # unchanged for queue 1
     config = int(dut.queue_config.value)
-    dut.queue_config.value = (config & ~0xFFFF) | 48     # queue 0 size field := 48
+    dut.queue_config.value = (config & ~0xFFFF) | 48     # queue 0's size field := 48
+    first_read = len(tb.dma.reads)
     bad.add([(0x40_0000_0000, 8, True)])
     bad.publish()
     await tb.run_traffic(timeout=50_000)
-    assert not any(r.addr // 0x1000_0000 == 1 for r in tb.dma.reads), \
+    assert not any(r.addr // 0x1000_0000 == 1 for r in tb.dma.reads[first_read:]), \
         "the engine read a queue whose size is not a power of two"
     tb.finish(all_used=False)
     assert bad.dispatched == 0
@@ -243,15 +243,14 @@ def _bad_chain(tb, driver, kind):
         "BAD_INDIRECT_LEN": [(a, RawDesc(table, 24, INDIRECT, 0))],
         "READABLE_AFTER_WRITABLE": [(a, RawDesc(base, 8, WRITE | NEXT, b)),
                                     (b, RawDesc(base + 8, 8, 0, 0))],
-        "DEVICE_LIMIT": [(a, RawDesc(table, 16 * (tb.max_chain_len + 1), INDIRECT, 0))],
+        "DEVICE_LIMIT": [],
     }[kind]
-    from sim.model.split_ring import encode_desc
     if kind == "NESTED_INDIRECT":
         tb.mem.write(table, encode_desc(RawDesc(base, 8, NEXT, 1))
                      + encode_desc(RawDesc(table + 64, 16, INDIRECT, 0)))
     elif kind == "DEVICE_LIMIT":
         n = tb.max_chain_len + 1
-        table = chains[0][1].addr = driver._alloc(16 * n, 16)
+        table = driver._alloc(16 * n, 16)
         tb.mem.write(table, b"".join(encode_desc(RawDesc(base, 4, NEXT if i + 1 < n else 0,
                                                          i + 1)) for i in range(n)))
         chains = [(a, RawDesc(table, 16 * n, INDIRECT, 0))]
@@ -287,6 +286,10 @@ async def bad_chains(dut):
         victim = tb.queues[0]
         for _ in range(3):
             victim.add(victim.random_buffer())
+        if kind == "AVAIL_IDX_JUMP":
+            # The jump is judged against what the device consumed: let it take the three.
+            victim.publish()
+            await tb.wait_for(lambda: victim.used == 3, 5_000, "the good buffers")
         expected = _bad_chain(tb, victim, kind)
         victim.publish()
         for _ in range(2):          # these follow the bad one and must never be used
