@@ -35,17 +35,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from amaranth.lib import data
 from cocotb.triggers import RisingEdge
 
 from hdl.pcie.dma_port import (
     MAX_DMA_LEN, DmaError, dma_cmd_layout, read_data_layout, write_data_layout,
     write_done_layout,
 )
-from sim.layout import pack, unpack
 from sim.model.memory import GuestMemory
 
 __all__ = ["DmaProtocolError", "Timing", "ReadRecord", "WriteRecord", "DmaPortModel",
-           "tlp_count"]
+           "FastSignal", "LayoutCodec", "tlp_count"]
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,68 @@ class WriteRecord:
     done_cycle: int | None = None
 
 
+class LayoutCodec:
+    """:func:`sim.layout.pack` / :func:`~sim.layout.unpack` for one flat layout, with the
+    field offsets worked out once (those functions walk the Amaranth layout every call,
+    which is most of a per-cycle model's time). Fields of nested layouts come out as
+    integers."""
+    __slots__ = ("fields",)
+
+    def __init__(self, layout):
+        self.fields = tuple((name, field.offset, (1 << field.width) - 1)
+                            for name, field in data.Layout.cast(layout))
+
+    def pack(self, values: dict) -> int:
+        word = 0
+        for name, offset, mask in self.fields:
+            value = values.get(name)
+            if value:
+                word |= (int(value) & mask) << offset
+        return word
+
+    def unpack(self, word: int) -> dict:
+        return {name: (word >> offset) & mask for name, offset, mask in self.fields}
+
+
+_CMD = LayoutCodec(dma_cmd_layout)
+
+
+class FastSignal:
+    """Integer access to one DUT signal, cheaper than ``handle.value``.
+
+    A model that looks at dozens of signals every clock spends most of its time building
+    ``LogicArray`` objects; this reads the simulator's integer (Verilator is two-state, so
+    there is no X or Z to lose) and writes only when the value changes. Every write to the
+    signal must then go through :meth:`set`.
+    """
+    __slots__ = ("handle", "get", "last")
+
+    def __init__(self, handle):
+        self.handle = handle
+        width = len(handle)
+        raw = handle._handle
+        if width <= 32:
+            mask = (1 << width) - 1
+            read = raw.get_signal_val_long
+            self.get = lambda: read() & mask
+        else:
+            read = raw.get_signal_val_binstr
+            self.get = lambda: int(read(), 2)
+        self.last = None
+
+    def set(self, value: int) -> None:
+        if value != self.last:
+            self.last = value
+            self.handle.value = value
+
+
 def _check_offer(name: str, stream, valid: int, offered: int | None) -> int | None:
     """A command once offered stays offered, unchanged, until taken."""
     if not valid:
         if offered is not None:
             raise DmaProtocolError(f"{name}: command withdrawn before it was taken")
         return None
-    payload = int(stream.payload.value)
+    payload = stream.payload.get()
     if offered is not None and payload != offered:
         raise DmaProtocolError(f"{name}: command changed while offered")
     return payload
@@ -127,15 +182,15 @@ class _Stream:
     """The three signals of one stream on the DUT, found by name prefix."""
 
     def __init__(self, dut, prefix: str, layout, *, dut_drives: bool):
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
+        self.valid = FastSignal(getattr(dut, f"{prefix}__valid"))
+        self.ready = FastSignal(getattr(dut, f"{prefix}__ready"))
+        self.payload = FastSignal(getattr(dut, f"{prefix}__payload"))
         self.layout = layout
         if dut_drives:
-            self.ready.value = 0
+            self.ready.set(0)
         else:
-            self.valid.value = 0
-            self.payload.value = 0
+            self.valid.set(0)
+            self.payload.set(0)
 
 
 @dataclass
@@ -162,6 +217,7 @@ class _ReadChannel:
         self.width = width
         self.cmd = _Stream(dut, f"{prefix}__cmd", dma_cmd_layout, dut_drives=True)
         self.data = _Stream(dut, f"{prefix}__data", read_data_layout(width), dut_drives=False)
+        self.data_layout = LayoutCodec(read_data_layout(width))
         self.pending: deque[_PendingRead] = deque()
         self.cmd_ready = False
         self.offered: int | None = None     # cmd payload seen offered and not yet taken
@@ -172,13 +228,14 @@ class _ReadChannel:
     def step(self, cycle: int, rng: random.Random) -> None:
         model = self.model
         # Transfers at the edge just passed.
-        cmd_valid = int(self.cmd.valid.value)
-        self.offered = _check_offer(self.name, self.cmd, cmd_valid, self.offered)
+        cmd_valid = self.cmd.valid.get()
+        if cmd_valid or self.offered is not None:
+            self.offered = _check_offer(self.name, self.cmd, cmd_valid, self.offered)
         if cmd_valid and self.cmd_ready:
-            cmd = unpack(dma_cmd_layout, self.offered)
+            cmd = _CMD.unpack(self.offered)
             self.offered = None
             self._take(cmd["addr"], cmd["len"], cycle, rng)
-        if self.data_valid and int(self.data.ready.value):
+        if self.data_valid and self.data.ready.get():
             head = self.pending[0]
             head.beat += 1
             if head.beat * self.width // 8 >= head.record.length:
@@ -188,14 +245,15 @@ class _ReadChannel:
                     hook(head.record)
             self.data_valid = False
         # Outputs for the next cycle.
-        self.cmd_ready = (len(self.pending) < self.timing.max_outstanding
-                          and rng.random() < self.timing.cmd_ready)
-        self.cmd.ready.value = int(self.cmd_ready)
-        if self.pending and self.pending[0].due <= cycle and (
-                self.data_valid or rng.random() < self.timing.data_valid):
+        timing = self.timing
+        self.cmd_ready = (len(self.pending) < timing.max_outstanding
+                          and (timing.cmd_ready >= 1.0 or rng.random() < timing.cmd_ready))
+        self.cmd.ready.set(int(self.cmd_ready))
+        if not self.data_valid and self.pending and self.pending[0].due <= cycle and (
+                timing.data_valid >= 1.0 or rng.random() < timing.data_valid):
             self.data_valid = True
-            self.data.payload.value = self._beat(self.pending[0])
-        self.data.valid.value = int(self.data_valid)
+            self.data.payload.set(self._beat(self.pending[0]))
+        self.data.valid.set(int(self.data_valid))
 
     def _take(self, addr: int, length: int, cycle: int, rng: random.Random) -> None:
         if not 1 <= length <= MAX_DMA_LEN:
@@ -216,7 +274,7 @@ class _ReadChannel:
         start = pending.beat * nbytes
         chunk = pending.record.data[start:start + nbytes]
         last = start + nbytes >= pending.record.length
-        return pack(read_data_layout(self.width), {
+        return self.data_layout.pack({
             "data": int.from_bytes(chunk, "little"),
             "keep": (1 << len(chunk)) - 1,
             "last": int(last),
@@ -237,6 +295,7 @@ class _WriteChannel:
         self.cmd = _Stream(dut, f"{prefix}__cmd", dma_cmd_layout, dut_drives=True)
         self.data = _Stream(dut, f"{prefix}__data", write_data_layout(width), dut_drives=True)
         self.done = _Stream(dut, f"{prefix}__done", write_done_layout, dut_drives=False)
+        self.data_layout = LayoutCodec(write_data_layout(width))
         self.awaiting_data: deque[_PendingWrite] = deque()
         self.awaiting_done: deque[tuple[int, WriteRecord]] = deque()
         self.cmd_ready = False
@@ -247,10 +306,11 @@ class _WriteChannel:
         self.bytes = 0
 
     def step(self, cycle: int, rng: random.Random) -> None:
-        cmd_valid = int(self.cmd.valid.value)
-        self.offered = _check_offer(self.name, self.cmd, cmd_valid, self.offered)
+        cmd_valid = self.cmd.valid.get()
+        if cmd_valid or self.offered is not None:
+            self.offered = _check_offer(self.name, self.cmd, cmd_valid, self.offered)
         if cmd_valid and self.cmd_ready:
-            cmd = unpack(dma_cmd_layout, self.offered)
+            cmd = _CMD.unpack(self.offered)
             self.offered = None
             if not 1 <= cmd["len"] <= MAX_DMA_LEN:
                 raise DmaProtocolError(f"{self.name}: write of {cmd['len']} bytes")
@@ -259,27 +319,28 @@ class _WriteChannel:
             self.awaiting_data.append(_PendingWrite(
                 cmd["addr"], cmd["len"], cycle,
                 error=self.model.error_for(self.name, "write", cmd["addr"], cmd["len"])))
-        if self.data_ready and int(self.data.valid.value):
-            beat = unpack(write_data_layout(self.width), int(self.data.payload.value))
+        if self.data_ready and self.data.valid.get():
+            beat = self.data_layout.unpack(self.data.payload.get())
             self._beat(beat, cycle, rng)
-        if self.done_valid and int(self.done.ready.value):
+        if self.done_valid and self.done.ready.get():
             _, record = self.awaiting_done.popleft()
             record.done_cycle = cycle
             for hook in self.model.done_hooks:
                 hook(record)
             self.done_valid = False
         # Outputs for the next cycle.
-        self.cmd_ready = rng.random() < self.timing.cmd_ready and (
-            len(self.awaiting_data) + len(self.awaiting_done) < self.timing.max_outstanding)
-        self.cmd.ready.value = int(self.cmd_ready)
-        self.data_ready = bool(self.awaiting_data) and rng.random() < self.timing.data_ready
-        self.data.ready.value = int(self.data_ready)
-        if self.awaiting_done and self.awaiting_done[0][0] <= cycle:
-            if not self.done_valid:
-                self.done.payload.value = pack(write_done_layout,
-                                               {"error": self.awaiting_done[0][1].error.value})
+        timing = self.timing
+        self.cmd_ready = (len(self.awaiting_data) + len(self.awaiting_done)
+                          < timing.max_outstanding) and (
+            timing.cmd_ready >= 1.0 or rng.random() < timing.cmd_ready)
+        self.cmd.ready.set(int(self.cmd_ready))
+        self.data_ready = bool(self.awaiting_data) and (
+            timing.data_ready >= 1.0 or rng.random() < timing.data_ready)
+        self.data.ready.set(int(self.data_ready))
+        if not self.done_valid and self.awaiting_done and self.awaiting_done[0][0] <= cycle:
+            self.done.payload.set(self.awaiting_done[0][1].error.value)
             self.done_valid = True
-        self.done.valid.value = int(self.done_valid)
+        self.done.valid.set(int(self.done_valid))
 
     def _beat(self, beat: dict, cycle: int, rng: random.Random) -> None:
         nbytes = self.width // 8

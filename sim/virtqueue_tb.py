@@ -21,6 +21,7 @@ asks for it). Everything random comes from one ``random.Random`` seeded from coc
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -35,9 +36,11 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from hdl.pcie.dma_port import DmaError
 from hdl.virtio.spec import vring_need_event
 from hdl.virtio.test_backend import pattern_bytes
+from hdl.virtio.virtqueue_engine import VirtqueueEngine
 from hdl.virtio.virtqueue_port import STAT_FIELDS, VirtqConfig, VirtqElemDesc, \
     VirtqElemDone, VirtqError, VirtqErrorKind, VirtqFeatures, VirtqStats
-from sim.dma_port_model import DmaPortModel, ReadRecord, Timing, WriteRecord
+from sim.dma_port_model import DmaPortModel, FastSignal, LayoutCodec, ReadRecord, Timing, \
+    WriteRecord
 from sim.layout import pack, unpack
 from sim.model.memory import SparseMemory
 from sim.model.split_ring import SplitRing, SplitRingLayout, RingDriver
@@ -69,7 +72,8 @@ class Workload:
     ``readable`` (range) device-readable and ``writable`` (range) device-writable elements
     of ``length`` (range) bytes; with probability ``indirect`` it goes through an indirect
     table (when negotiated). ``chunk`` buffers are added before each publish (1: publish
-    every buffer on its own).
+    every buffer on its own). ``shape``, when given, fixes every buffer's elements as
+    ``(length, write)`` pairs instead (a virtio-blk read: 16, 4096 and 1 bytes).
     """
     requests: int = 100
     queue_depth: int = 8
@@ -78,6 +82,7 @@ class Workload:
     length: tuple[int, int] = (1, 64)
     indirect: float = 0.0
     chunk: int = 1 << 30
+    shape: tuple[tuple[int, bool], ...] | None = None   # fixed (length, write) elements
 
 
 @dataclass
@@ -112,6 +117,7 @@ class QueueDriver:
         self.submitted = 0
         self.used = 0
         self.dispatched = 0             # elements seen on elem_mon
+        self.dispatch_cycles: list[int] = []
         self.by_rtl_seq: dict[int, int] = {}    # outstanding RTL seq -> checker seq
         self.pending_idx: deque[WriteRecord] = deque()
         self.deciding: deque[tuple[ReadRecord, list[WriteRecord]]] = deque()
@@ -147,6 +153,8 @@ class QueueDriver:
 
     def random_buffer(self) -> list[tuple[int, int, bool]]:
         rng, w = self.tb.rng, self.workload
+        if w.shape is not None:
+            return [(self._alloc(length), length, write) for length, write in w.shape]
         nr = rng.randint(*w.readable)
         nw = rng.randint(*w.writable)
         if nr + nw == 0:
@@ -199,6 +207,7 @@ class QueueDriver:
         """An element crossed the backend port: it must be the next one in avail order."""
         seq = self.dispatched
         self.dispatched += 1
+        self.dispatch_cycles.append(self.tb.dma.cycle)
         exp = self.expected.get(seq)
         if exp is None:
             raise UsedRingViolation(f"queue {self.index}: element {seq} dispatched but the "
@@ -325,25 +334,26 @@ class PythonBackend:
         self.offer = None
 
     def step(self, cycle: int) -> None:
-        dut, tb, rng = self.tb.dut, self.tb, self.tb.rng
-        if self.ready and int(dut.elem__valid.value) and self.active:
-            beat = unpack(tb.elem_layout, int(dut.elem__payload.value))
+        tb, rng, sig = self.tb, self.tb.rng, self.tb.sig
+        if self.ready and self.active and sig["elem__valid"].get():
+            beat = tb.elem_layout.unpack(sig["elem__payload"].get())
             self.beats.append(beat)
             if beat["last"]:
                 self._finish(self.beats, cycle)
                 self.beats = []
-        if self.offer is not None and int(dut.done__ready.value):
+        if self.offer is not None and sig["done__ready"].get():
             self.offer = None
             self.completed += 1
         if self.offer is None and self.waiting and self.active:
             due = [i for i, (when, _) in enumerate(self.waiting) if when <= cycle]
             if due:
                 _, self.offer = self.waiting.pop(rng.choice(due))
-                dut.done__payload.value = pack(tb.done_layout, self.offer)
-        dut.done__valid.value = int(self.offer is not None)
+                sig["done__payload"].set(tb.done_layout.pack(self.offer))
+        sig["done__valid"].set(int(self.offer is not None))
         # Under a device reset the backend takes and drops what the engine still hands out.
-        self.ready = not self.active or rng.random() < self.elem_ready
-        dut.elem__ready.value = int(self.ready)
+        self.ready = (not self.active or self.elem_ready >= 1.0
+                      or rng.random() < self.elem_ready)
+        sig["elem__ready"].set(int(self.ready))
 
     def _finish(self, beats: list[dict], cycle: int) -> None:
         rng = self.tb.rng
@@ -364,14 +374,18 @@ class VirtqueueTB:
     def __init__(self, dut, *, seed: int | None = None):
         self.dut = dut
         self.params = dut_params()
-        engine = self.params.get("engine", {})
-        self.num_queues = engine.get("num_queues", 4)
-        self.reorder_depth = engine.get("reorder_depth", 64)
-        self.width = engine.get("data_width", 64)
-        self.max_chain_len = engine.get("max_chain_len", 128)
+        # The engine's parameters: those the harness was built with, else its defaults.
+        defaults = {name: p.default for name, p in
+                    inspect.signature(VirtqueueEngine.__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        engine = dict(defaults, **self.params.get("engine", {}))
+        self.num_queues = engine["num_queues"]
+        self.reorder_depth = engine["reorder_depth"]
+        self.width = engine["data_width"]
+        self.max_chain_len = engine["max_chain_len"]
         self.seq_width = (self.reorder_depth - 1).bit_length() + 1
-        self.elem_layout = VirtqElemDesc(self.seq_width)
-        self.done_layout = VirtqElemDone(self.seq_width)
+        self.elem_layout = LayoutCodec(VirtqElemDesc(self.seq_width))
+        self.done_layout = LayoutCodec(VirtqElemDone(self.seq_width))
         seed = cocotb.RANDOM_SEED if seed is None else seed
         self.rng = random.Random(seed)
         self.mem = SparseMemory()
@@ -398,6 +412,12 @@ class VirtqueueTB:
         self.writable_ranges: dict[tuple[int, int], tuple[int, int]] = {}
         self.notify_taken = False
         self.trace = os.environ.get("VQ_TRACE", "0") != "0"
+        self.driven = ("doorbell__valid", "doorbell__payload", "notify__ready", "elem__ready",
+                       "done__valid", "done__payload")
+        monitored = ("elem__valid", "elem__payload", "done__ready", "elem_mon__valid",
+                     "elem_mon__payload", "done_mon__valid", "done_mon__payload",
+                     "notify__valid", "notify__payload")
+        self.sig = {name: FastSignal(getattr(dut, name)) for name in self.driven + monitored}
 
     # --- set-up ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -405,10 +425,10 @@ class VirtqueueTB:
         cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
         for name, value in (("rst", 1), ("reset", 0), ("be_reset", 0), ("driver_ok", 0),
                             ("backend_sel", 0), ("features", 0), ("queue_config", 0),
-                            ("doorbell__valid", 0), ("doorbell__payload", 0),
-                            ("notify__ready", 0), ("elem__ready", 0), ("done__valid", 0),
-                            ("done__payload", 0)):
+                            ("elem_mon__ready", 1), ("done_mon__ready", 1)):
             getattr(dut, name).value = value
+        for name in self.driven:
+            self.sig[name].set(0)
         await ClockCycles(dut.clk, 3)
         dut.rst.value = 0
         cocotb.start_soon(self.dma.run())
@@ -460,9 +480,9 @@ class VirtqueueTB:
             raise
 
     def _monitor(self, cycle: int) -> None:
-        dut = self.dut
-        if int(dut.elem_mon__valid.value):
-            beat = unpack(self.elem_layout, int(dut.elem_mon__payload.value))
+        sig = self.sig
+        if sig["elem_mon__valid"].get():
+            beat = self.elem_layout.unpack(sig["elem_mon__payload"].get())
             beats = self.elem_beats.setdefault(beat["queue"], [])
             beats.append(beat)
             self._trace("elem %s", beat)
@@ -472,22 +492,21 @@ class VirtqueueTB:
             if beat["last"]:
                 del self.elem_beats[beat["queue"]]
                 self._driver(beat["queue"]).element_seen(beats)
-        if int(dut.done_mon__valid.value):
-            done = unpack(self.done_layout, int(dut.done_mon__payload.value))
+        if sig["done_mon__valid"].get():
+            done = self.done_layout.unpack(sig["done_mon__payload"].get())
             self._trace("done %s", done)
             self._driver(done["queue"]).completed(done["seq"], done["head"],
                                                   done["written_len"])
-        if self.notify_taken and int(dut.notify__valid.value):
-            self._trace("notify %d", int(dut.notify__payload.value))
-            self._driver(int(dut.notify__payload.value)).notified()
-        self.notify_taken = self.rng.random() < self.notify_ready
-        dut.notify__ready.value = int(self.notify_taken)
+        if self.notify_taken and sig["notify__valid"].get():
+            q = sig["notify__payload"].get()
+            self._trace("notify %d", q)
+            self._driver(q).notified()
+        self.notify_taken = self.notify_ready >= 1.0 or self.rng.random() < self.notify_ready
+        sig["notify__ready"].set(int(self.notify_taken))
+        self.doorbell_offer = self.doorbells.popleft() if self.doorbells else None
         if self.doorbell_offer is not None:
-            self.doorbell_offer = None      # doorbell is always ready
-        if self.doorbells:
-            self.doorbell_offer = self.doorbells.popleft()
-            dut.doorbell__payload.value = self.doorbell_offer
-        dut.doorbell__valid.value = int(self.doorbell_offer is not None)
+            sig["doorbell__payload"].set(self.doorbell_offer)
+        sig["doorbell__valid"].set(int(self.doorbell_offer is not None))
         self.backend.step(cycle)
 
     def _driver(self, q: int) -> QueueDriver:

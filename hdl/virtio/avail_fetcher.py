@@ -70,8 +70,12 @@ class AvailFetcher(wiring.Component):
     * with IN_ORDER (§2.7.9: the driver uses descriptors in ring order) a group is a run of
       increasing heads whose chains fit one block of at most ``max_block`` descriptors; its
       read covers ``first head .. last head + s - 1``, ``s`` being the last chain's expected
-      length (the distance between the last two heads, or the queue's previous one). The
+      length: the distance to the head that follows it when there is one, else between the
+      group's last two heads, else the queue's last distance between consecutive heads. The
       walker checks every chain against the block and reads what the guess missed.
+
+    The walker's FIFOs hold ``4 * max_batch`` heads and groups, so up to four batches of
+    descriptor reads are in flight while the walker works.
 
     With EVENT_IDX, once a queue has fetched every entry it knows of, ``avail_event`` is set
     to ``next_avail`` (§2.7.10) and ``avail->idx`` is read again afterwards, so a buffer
@@ -127,7 +131,7 @@ class AvailFetcher(wiring.Component):
         self.width = width
         self.max_batch = max_batch
         self.max_block = max_block
-        self.fifo_depth = 2 * max_batch
+        self.fifo_depth = 4 * max_batch
         super().__init__({
             "config": In(data.ArrayLayout(VirtqConfig, num_queues)),
             "features": In(VirtqFeatures),
@@ -170,6 +174,7 @@ class AvailFetcher(wiring.Component):
         next_avail = Signal(data.ArrayLayout(16, nq))
         inflight = Signal(data.ArrayLayout(range(depth + 1), nq))
         stride = Signal(data.ArrayLayout(range(max_block + 1), nq), init=[1] * nq)
+        last_head = Signal(data.ArrayLayout(16, nq))     # IN_ORDER: the last head fetched
         ae_val = Signal(data.ArrayLayout(16, nq))
         ae_req = Signal(nq)
 
@@ -392,11 +397,21 @@ class AvailFetcher(wiring.Component):
                     g_heads.eq(1),
                 ]
 
+        head_step = Signal(16)
+        m.d.comb += head_step.eq(head - last_head[p_q])
+
         # The block read of a closing group.
         guess = Signal(range(max_block + 1))
         span = Signal(17)
         blk_count = Signal(range(max_block + 1))
-        with m.If(g_heads >= 2):
+        # The last chain's length: up to the head that closes the group if there is one
+        # (IN_ORDER drivers place chains back to back, §2.7.9), else as long as the one
+        # before it, else as long as the queue's chains have been.
+        to_head = Signal(16)
+        m.d.comb += to_head.eq(head - g_prev)
+        with m.If(good & (to_head != 0) & (to_head <= max_block)):
+            m.d.comb += guess.eq(to_head)
+        with m.Elif(g_heads >= 2):
             m.d.comb += guess.eq(_min(g_prev - g_prev2, Const(max_block)))
         with m.Else():
             m.d.comb += guess.eq(stride[p_q])
@@ -492,8 +507,11 @@ class AvailFetcher(wiring.Component):
             m.d.sync += inflight[q].eq(
                 inflight[q] + Mux(issue_ent & sel_q, count, 0)
                 - (self.credit.valid & (self.credit.payload == q)))
-            with m.If(close & (p_q == q) & in_order & (g_heads != 0)):
-                m.d.sync += stride[q].eq(Mux(guess == 0, 1, guess))
+            # Learn the queue's chain length from the distance between consecutive heads.
+            with m.If(good & in_order & (p_q == q)):
+                m.d.sync += last_head[q].eq(head)
+                with m.If((head_step != 0) & (head_step <= max_block)):
+                    m.d.sync += stride[q].eq(head_step)
             with m.If(ae_start & (ae_sel == q)):
                 m.d.sync += [ae_req[q].eq(0), ae_val[q].eq(next_avail[q])]
             with m.If(done_batch & ~cur.error & (p_q == q) & self.features.event_idx

@@ -108,7 +108,7 @@ class ChainWalker(wiring.Component):
         self.max_batch = max_batch
         self.max_block = max_block
         self.max_chain_len = max_chain_len
-        self.fifo_depth = 2 * max_batch
+        self.fifo_depth = 4 * max_batch
         super().__init__({
             "config": In(data.ArrayLayout(VirtqConfig, num_queues)),
             "features": In(VirtqFeatures),
@@ -249,12 +249,25 @@ class ChainWalker(wiring.Component):
         m.d.comb += eff_gp.eq(gp + Mux(g_active & (g_left == 0), g_count, 0))
         eff_err = Mux(new_group, (blk.count != 0) & bdone.r_data[0], g_err)
 
+        head_there = ((g_left != 0) | new_group) & self.heads.valid
+        h_stopped = self.stopped.bit_select(head.queue, 1)
+        h_bad = head.head >= self.config[head.queue].size
+        h_hit = hits(head.head, eff_base, eff_count)
+        # The head on offer starts in its group's block: its first descriptor can be read
+        # from the buffer at once.
+        fast_ok = head_there & ~h_stopped & ~eff_err & ~h_bad & h_hit
+
         free_group = Signal()
-        with m.If(state == _State.HEAD):
+
+        def release_group():
+            """The group is done: its block leaves the buffer."""
+            m.d.comb += free_group.eq(1)
+            m.d.sync += [gp.eq(eff_gp), g_active.eq(0)]
+
+        def take_head():
+            """Take the head on offer, and its group's block when a new group starts."""
             with m.If((g_left == 0) & g_active):
-                # The group is done: its block leaves the buffer.
-                m.d.comb += free_group.eq(1)
-                m.d.sync += [gp.eq(eff_gp), g_active.eq(0)]
+                release_group()
             with m.If(new_group):
                 m.d.comb += [
                     self.blocks.ready.eq(1),
@@ -264,34 +277,39 @@ class ChainWalker(wiring.Component):
                     g_active.eq(1),
                     g_base.eq(blk.base),
                     g_count.eq(blk.count),
-                    g_left.eq(blk.heads),
                     g_err.eq(eff_err),
                 ]
-            with m.If(((g_left != 0) | new_group) & self.heads.valid):
-                m.d.comb += self.heads.ready.eq(1)
-                m.d.sync += g_left.eq(Mux(new_group, blk.heads, g_left) - 1)
-                h_cfg = self.config[head.queue]
-                h_stopped = self.stopped.bit_select(head.queue, 1)
+            m.d.comb += self.heads.ready.eq(1)
+            m.d.sync += g_left.eq(Mux(new_group, blk.heads, g_left) - 1)
+
+        def start_from_buffer():
+            start_element(head)
+            m.d.comb += [
+                buf_r.addr.eq(buf_addr(eff_gp, head.head, eff_base)),
+                buf_r.en.eq(1),
+            ]
+            m.d.sync += [state.eq(_State.PROC), src_mem.eq(1)]
+
+        with m.If(state == _State.HEAD):
+            with m.If(head_there):
+                take_head()
                 with m.If(h_stopped):
                     pass                            # the queue stopped: skip its heads
                 with m.Elif(eff_err):
                     m.d.sync += [cur_q.eq(head.queue), err_kind.eq(
                         VirtqErrorKind.DMA_READ_ERROR), state.eq(_State.ERROR),
                         emitted.eq(0), t_left.eq(0)]
-                with m.Elif(head.head >= h_cfg.size):
+                with m.Elif(h_bad):
                     m.d.sync += [cur_q.eq(head.queue), err_kind.eq(
                         VirtqErrorKind.HEAD_OUT_OF_RANGE), state.eq(_State.ERROR),
                         emitted.eq(0), t_left.eq(0)]
+                with m.Elif(h_hit):
+                    start_from_buffer()
                 with m.Else():
                     start_element(head)
-                    with m.If(hits(head.head, eff_base, eff_count)):
-                        m.d.comb += [
-                            buf_r.addr.eq(buf_addr(eff_gp, head.head, eff_base)),
-                            buf_r.en.eq(1),
-                        ]
-                        m.d.sync += [state.eq(_State.PROC), src_mem.eq(1)]
-                    with m.Else():
-                        m.d.sync += state.eq(_State.FETCH)
+                    m.d.sync += state.eq(_State.FETCH)
+            with m.Elif((g_left == 0) & g_active):
+                release_group()
 
         # --- PROC: one descriptor ----------------------------------------------------------
         d = Signal(VirtqDesc)
@@ -390,21 +408,11 @@ class ChainWalker(wiring.Component):
                     with m.Elif(~commit_now):
                         m.d.sync += state.eq(_State.END)
                     with m.Else():
-                        # Committed: take the next head of the group at once if its chain
-                        # starts in the block.
-                        nxt = self.heads.payload
-                        nxt_ok = ((g_left != 0) & self.heads.valid
-                                  & ~self.stopped.bit_select(nxt.queue, 1) & ~g_err
-                                  & (nxt.head < self.config[nxt.queue].size)
-                                  & hits(nxt.head, g_base, g_count))
-                        with m.If(nxt_ok):
-                            m.d.comb += [
-                                self.heads.ready.eq(1),
-                                buf_r.addr.eq(buf_addr(gp, nxt.head, g_base)),
-                                buf_r.en.eq(1),
-                            ]
-                            m.d.sync += [g_left.eq(g_left - 1), src_mem.eq(1)]
-                            start_element(nxt)
+                        # Committed: take the next head at once (from this group or the
+                        # next) if its chain starts in its block.
+                        with m.If(fast_ok):
+                            take_head()
+                            start_from_buffer()
                         with m.Else():
                             m.d.sync += state.eq(_State.HEAD)
 

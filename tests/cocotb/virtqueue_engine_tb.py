@@ -17,6 +17,7 @@ from sim.model.virtqueue import (
     AvailEventWrite, ChainFault, ErrorKind, SplitVirtqueueDevice, UsedIdxWrite, UsedNotify,
     walk_chain,
 )
+from sim.dma_port_model import Timing
 from sim.virtqueue_tb import VirtqueueTB, Workload
 
 NEXT, WRITE, INDIRECT = (int(VirtqDescFlags.NEXT), int(VirtqDescFlags.WRITE),
@@ -108,22 +109,20 @@ async def rtl_backend(dut):
 
 @cocotb.test()
 async def index_wrap(dut):
-    """More than 65536 buffers through a queue of 16: avail, used and event indices wrap."""
+    """More than 65536 buffers through a queue of 64: avail, used and event indices wrap
+    (about a thousand times round the ring); the engine keeps 32 of them in flight."""
     tb = VirtqueueTB(dut)
     await tb.start()
     tb.backend.delay = (0, 6)
     tb.backend.elem_ready = 1.0
     tb.notify_ready = 1.0
     requests = 65536 + 700
-    workload = Workload(requests=requests, queue_depth=16, readable=(0, 0),
-                        writable=(1, 1), length=(8, 8), chunk=4)
-    tb.configure(in_order=True, event_idx=True, indirect=False, sizes=[16],
+    workload = Workload(requests=requests, queue_depth=64, readable=(0, 0),
+                        writable=(1, 1), length=(8, 8), chunk=8)
+    tb.configure(in_order=True, event_idx=True, indirect=False, sizes=[64],
                  workloads=[workload])
-    for name in ("ring_rd", "desc_rd", "ctl_wr"):
-        tb.dma.channels[name].timing.cmd_ready = 1.0
-        tb.dma.channels[name].timing.data_valid = 1.0
-        tb.dma.channels[name].timing.data_ready = 1.0
-        tb.dma.channels[name].timing.latency = (1, 4)
+    tb.dma.set_timing(Timing(latency=(1, 3), cmd_ready=1.0, data_valid=1.0, data_ready=1.0,
+                             max_outstanding=32))
     tb.dma.keep_records = False
     driver = tb.queues[0]
     # Linux asks for a notification at the next used buffer (virtqueue_enable_cb).
