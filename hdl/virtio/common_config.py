@@ -35,13 +35,6 @@ CommonConfigEvents = data.StructLayout({
 """One-cycle pulses, for the transport's counters."""
 
 
-def _merge(old, w_data, be, first_byte: int, nbytes: int):
-    """``old`` (``nbytes`` bytes at byte ``first_byte`` of the DW) with the enabled bytes of
-    ``w_data`` written over it."""
-    return Cat(*(Mux(be[first_byte + k], w_data.word_select(first_byte + k, 8),
-                     old.word_select(k, 8)) for k in range(nbytes)))
-
-
 class CommonConfig(wiring.Component):
     """Serves ``struct virtio_pci_common_cfg`` (virtio 1.2 §4.1.4.3) and owns device status.
 
@@ -297,6 +290,12 @@ class CommonConfig(wiring.Component):
             ok = (value == VIRTIO_MSI_NO_VECTOR) | (value < self.msix_vectors)
             return Mux(ok, value, VIRTIO_MSI_NO_VECTOR)
 
+        # The addressed DW with the written bytes over what it reads: every field takes its
+        # new value from here (one byte merge for the whole structure).
+        merged = Signal(32)
+        m.d.comb += merged.eq(Cat(*(Mux(be[k], wd.word_select(k, 8), bus.r_data.word_select(k, 8))
+                                    for k in range(4))))
+
         def queue_write(update, guarded=True):
             """Apply the statements ``update(q)`` to the selected queue; refused for a
             missing queue or, when ``guarded``, an enabled one."""
@@ -310,25 +309,24 @@ class CommonConfig(wiring.Component):
         with m.If(write):
             with m.Switch(bus.addr):
                 with m.Case(_DEVICE_FEATURE_SELECT):
-                    m.d.sync += dev_sel.eq(_merge(dev_sel, wd, be, 0, 4))
+                    m.d.sync += dev_sel.eq(merged)
                 with m.Case(_DRIVER_FEATURE_SELECT):
-                    m.d.sync += drv_sel.eq(_merge(drv_sel, wd, be, 0, 4))
+                    m.d.sync += drv_sel.eq(merged)
                 with m.Case(_DRIVER_FEATURE):
                     with m.If(features_ok):
                         m.d.comb += ignored.eq(1)
                     with m.Elif(drv_sel == 0):
-                        m.d.sync += drv_feat[:32].eq(_merge(drv_feat[:32], wd, be, 0, 4))
+                        m.d.sync += drv_feat[:32].eq(merged)
                     with m.Elif(drv_sel == 1):
-                        m.d.sync += drv_feat[32:].eq(_merge(drv_feat[32:], wd, be, 0, 4))
-                    with m.Elif(_merge(Const(0, 32), wd, be, 0, 4) != 0):
+                        m.d.sync += drv_feat[32:].eq(merged)
+                    with m.Elif(merged != 0):       # reads 0, so: a bit above 63 written
                         m.d.sync += drv_high.eq(1)
                 with m.Case(_MSIX_NUMQ):
                     with m.If(be[0:2].any()):
-                        m.d.sync += config_vector.eq(
-                            map_vector(_merge(config_vector, wd, be, 0, 2)))
+                        m.d.sync += config_vector.eq(map_vector(merged[:16]))
                 with m.Case(_STATUS_GEN_SEL):
                     with m.If(be[2:4].any()):
-                        m.d.sync += q_sel.eq(_merge(q_sel, wd, be, 2, 2))
+                        m.d.sync += q_sel.eq(merged[16:])
                     with m.If(be[0]):
                         value = wd[:8]
                         with m.If(value == 0):
@@ -345,7 +343,7 @@ class CommonConfig(wiring.Component):
                                                   | Cat(Const(0, 2), value[2] & fok, fok))
                 with m.Case(_SIZE_VECTOR):
                     with m.If(be[0:2].any()):
-                        new_size = _merge(s_size, wd, be, 0, 2)
+                        new_size = merged[:16]
                         valid_size = ((new_size != 0) & ((new_size & (new_size - 1)) == 0)
                                       & (new_size <= self.max_queue_size))
                         with m.If(~valid_size):
@@ -353,7 +351,7 @@ class CommonConfig(wiring.Component):
                         with m.Else():
                             queue_write(lambda q: size[q].eq(new_size))
                     with m.If(be[2:4].any()):
-                        new_vector = map_vector(_merge(s_vector, wd, be, 2, 2))
+                        new_vector = map_vector(merged[16:])
                         queue_write(lambda q: vector[q].eq(new_vector), guarded=False)
                 with m.Case(_ENABLE_NOTIFY):
                     with m.If(be[0:2].any()):
@@ -364,10 +362,8 @@ class CommonConfig(wiring.Component):
                 for base, regs in ((_DESC, desc), (_DRIVER, driver), (_DEVICE, device)):
                     for half in range(2):
                         with m.Case(base + half):
-                            def update(q, regs=regs, half=half):
-                                part = regs[q][32 * half:32 * half + 32]
-                                return part.eq(_merge(part, wd, be, 0, 4))
-                            queue_write(update)
+                            queue_write(lambda q, regs=regs, half=half:
+                                        regs[q].word_select(half, 32).eq(merged))
 
         # --- DEVICE_NEEDS_RESET and configuration changes -----------------------------------
         raise_needs_reset = self.needs_reset & ~needs_reset_bit & ~resetting

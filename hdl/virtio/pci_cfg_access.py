@@ -105,13 +105,21 @@ class PciCfgAccess(wiring.Component):
 
         is_write = Signal()
         read_data = Signal(32)
+        # The field's bytes in the lanes of cap.offset, and back (a 4-way choice each).
+        bar_w_data = Signal(32)
+        shifted_back = Signal(32)
+        with m.Switch(lane):
+            for k in range(4):
+                with m.Case(k):
+                    m.d.comb += [bar_w_data.eq(cfg_data << (8 * k)),
+                                 shifted_back.eq(read_data >> (8 * k))]
         for k, w in enumerate(self.windows):
             bus = getattr(self.bar, w.name)
             m.d.comb += [
                 bus.addr.eq(offset[2:2 + w.addr_width]),
                 bus.write.eq(is_write),
                 bus.be.eq(bar_be),
-                bus.w_data.eq(cfg_data << (lane * 8)),
+                bus.w_data.eq(bar_w_data),
             ]
             with m.If(hit[k]):
                 m.d.comb += read_data.eq(bus.r_data)
@@ -156,7 +164,7 @@ class PciCfgAccess(wiring.Component):
                         m.d.comb += bus.valid.eq(1)
                         with m.If(bus.ack):
                             with m.If(~is_write):
-                                m.d.sync += cfg_data.eq((read_data >> (lane * 8)) & mask32)
+                                m.d.sync += cfg_data.eq(shifted_back & mask32)
                             m.next = "DONE"
             with m.State("DONE"):
                 # The configuration space still presents the request: complete it now.
