@@ -23,9 +23,9 @@ BUILDS = {
     "msix_bar64": dict(COMMON, num_queues=4, msix_vectors=8, bar_64bit=True),
     "intx_bar32": dict(COMMON, num_queues=2, msix_vectors=0, bar_64bit=False),
 }
-KNOBS = {
-    "msix_bar64": dict(requests=60, matrix=8),
-    "intx_bar32": dict(requests=40, matrix=3),
+KNOBS = {       # requests per queue, feature combinations run, the DMA probe test
+    "msix_bar64": dict(requests=40, matrix=8, dma=True),
+    "intx_bar32": dict(requests=40, matrix=3, dma=False),
 }
 
 

@@ -923,23 +923,33 @@ class TB:
         rd_layout, wr_layout = read_data_layout(width), write_data_layout(width)
         results_rd, results_wr = [], []
 
+        async def offer(valid, ready) -> None:
+            """Hold ``valid`` (just set, right after a clock edge) until the beat is taken:
+            the handshake is sampled in the same cycle, the transfer is the next edge."""
+            valid.value = 1
+            for _ in range(200_000):
+                await ReadOnly()
+                taken = bool(ready.value)
+                await RisingEdge(dut.clk)
+                if taken:
+                    valid.value = 0
+                    return
+            raise AssertionError("DMA probe: a beat was never taken")
+
         async def issue(prefix, cmds):
+            await RisingEdge(dut.clk)
             for addr, length in cmds:
                 getattr(dut, f"{prefix}__cmd__payload").value = pack(
                     dma_cmd_layout, {"addr": addr, "len": length})
-                getattr(dut, f"{prefix}__cmd__valid").value = 1
-                while True:
-                    await RisingEdge(dut.clk)
-                    await ReadOnly()
-                    if getattr(dut, f"{prefix}__cmd__ready").value:
-                        break
-                await RisingEdge(dut.clk)
-                getattr(dut, f"{prefix}__cmd__valid").value = 0
+                await offer(getattr(dut, f"{prefix}__cmd__valid"),
+                            getattr(dut, f"{prefix}__cmd__ready"))
 
         async def read_data():
             buf = bytearray()
             dut.probe_rd__data__ready.value = 1
-            while len(results_rd) < len(reads):
+            for _ in range(2_000_000):
+                if len(results_rd) == len(reads):
+                    break
                 await RisingEdge(dut.clk)
                 await ReadOnly()
                 if not dut.probe_rd__data__valid.value:
@@ -955,23 +965,19 @@ class TB:
             dut.probe_rd__data__ready.value = 0
 
         async def write_data():
+            await RisingEdge(dut.clk)
             for _, data in writes:
                 beats = [data[i:i + nbytes] for i in range(0, len(data), nbytes)]
                 for k, chunk in enumerate(beats):
                     dut.probe_wr__data__payload.value = pack(wr_layout, {
                         "data": int.from_bytes(chunk, "little"), "last": k == len(beats) - 1})
-                    dut.probe_wr__data__valid.value = 1
-                    while True:
-                        await RisingEdge(dut.clk)
-                        await ReadOnly()
-                        if dut.probe_wr__data__ready.value:
-                            break
-                    await RisingEdge(dut.clk)
-                    dut.probe_wr__data__valid.value = 0
+                    await offer(dut.probe_wr__data__valid, dut.probe_wr__data__ready)
 
         async def write_done():
             dut.probe_wr__done__ready.value = 1
-            while len(results_wr) < len(writes):
+            for _ in range(2_000_000):
+                if len(results_wr) == len(writes):
+                    break
                 await RisingEdge(dut.clk)
                 await ReadOnly()
                 if dut.probe_wr__done__valid.value:
@@ -985,6 +991,8 @@ class TB:
         collectors = [cocotb.start_soon(read_data()), cocotb.start_soon(write_done())]
         for task in tasks + collectors:
             await task
+        assert len(results_rd) == len(reads) and len(results_wr) == len(writes), \
+            "DMA probe: commands never answered"
         return results_rd, results_wr
 
 
@@ -1213,4 +1221,176 @@ async def feature_matrix(dut):
             assert max(runs) > 1.0, "IN_ORDER batched no run at all"
         else:
             assert max(runs) == 1.0
+    tb.check()
+
+
+@cocotb.test()
+async def reset_mid_traffic(dut):
+    """device_status = 0 while buffers are in flight on every queue (§4.1.4.3.1): the
+    device drains or aborts its DMA, reads 0 only when done, then is silent on the link
+    until the driver starts it again, and serves fresh queues cleanly afterwards."""
+    tb = await started(dut)
+    drv = tb.driver
+    features = feature_mask(Feature.IN_ORDER, Feature.EVENT_IDX)
+    sizes = {q: 16 for q in range(tb.num_queues)}
+    await drv.setup(features, sizes, {q: Workload(requests=1000, depth=16) for q in sizes})
+    for dq in tb.queues.values():
+        await dq.refill()
+    await tb.wait_for(lambda: all(len(dq.reaped) >= 8 for dq in tb.queues.values()),
+                      "traffic on every queue")
+    in_flight = sum(len(dq.buffers) for dq in tb.queues.values())
+    assert in_flight > 0
+    for dq in tb.queues.values():
+        dq.stopped = True
+    seen = await drv.reset()
+    quiet_from = tb.device_tlps
+    messages = len(tb.msix_messages)
+    log.info("reset with %d buffers in flight: device_status read %s", in_flight, seen)
+    assert seen[-1] == 0 and all(v != 0 for v in seen[:-1])
+    tb.forget_queues()
+    await ClockCycles(dut.clk, 3000)
+    assert tb.device_tlps == quiet_from, "DMA from the device after device_status read 0"
+    assert len(tb.msix_messages) == messages, "an interrupt after the reset"
+    assert tb.counters()["device_resets"] >= 2
+    for q in range(tb.num_queues):
+        await drv.write(CommonCfg.QUEUE_SELECT, q)
+        assert await drv.read(CommonCfg.QUEUE_ENABLE) == 0
+        assert await drv.read(CommonCfg.QUEUE_SIZE) == tb.params["max_queue_size"]
+    # Clean service afterwards, with the rings in the same memory.
+    requests = tb.params["requests"]
+    await drv.setup(features, sizes, {q: Workload(requests=requests, depth=16) for q in sizes})
+    await tb.run_traffic()
+    tb.finish()
+
+
+@cocotb.test()
+async def bad_descriptor_loop(dut):
+    """A descriptor chain that loops (robustness.md): DEVICE_NEEDS_RESET and a configuration
+    change interrupt, the buffer before it used normally, the other queues unaffected, never
+    a hang; a reset brings the device back."""
+    tb = await started(dut)
+    drv = tb.driver
+    features = feature_mask(Feature.IN_ORDER)
+    sizes = {q: 8 for q in range(tb.num_queues)}
+    requests = tb.params["requests"]
+    workloads = {q: Workload(requests=requests if q else 1, depth=8) for q in sizes}
+    await drv.setup(features, sizes, workloads)
+    bad_q = tb.queues[0]
+    # One good buffer, then a head whose descriptor points back at itself.
+    bad_q.add()
+    good = bad_q.submitted
+    loop_head = bad_q.rd._take(1)[0]
+    bad_q.ring.set_desc(loop_head, RawDesc(bad_q._alloc(64), 64, 1, loop_head))   # NEXT
+    bad_q.ring.set_avail_entry((bad_q.rd.avail_idx + bad_q.rd._added) % bad_q.size,
+                               loop_head)
+    bad_q.rd._added += 1
+    await bad_q.publish()
+    interrupts = drv.config_interrupts
+    for dq in tb.queues.values():
+        if dq is not bad_q:
+            await dq.refill()
+    await tb.wait_for(lambda: drv.config_interrupts > interrupts, "the configuration interrupt")
+    status = await drv.read(CommonCfg.DEVICE_STATUS)
+    assert status & NEEDS_RESET, f"device_status {status:#x}"
+    error = tb.engine_error()
+    assert error["queue"] == 0 and error["kind"] == VirtqErrorKind.CHAIN_TOO_LONG.value, error
+    await tb.wait_for(lambda: len(bad_q.reaped) == good, "the buffer before the bad one")
+    await tb.wait_for(lambda: all(dq.finished for dq in tb.queues.values() if dq is not bad_q),
+                      "the other queues")
+    await tb.settle()
+    for q, dq in tb.queues.items():
+        if dq is not bad_q:
+            dq.checker.finish()
+    # The driver resets the device (§2.1.2) and everything works again.
+    await drv.setup(features, sizes, {q: Workload(requests=requests, depth=8) for q in sizes})
+    assert not await drv.read(CommonCfg.DEVICE_STATUS) & NEEDS_RESET
+    await tb.run_traffic()
+    tb.finish()
+
+
+PROBE_LOW = LOW_REGION[0] + 0x800_0000
+PROBE_HIGH = HIGH_REGION[0] + 0x8000_0000
+
+
+def random_transfers(rng, count: int, base: int, span: int) -> list[tuple[int, int]]:
+    """Non-overlapping (addr, length) pairs: 1..6000 bytes, every alignment, many across
+    4 KiB boundaries."""
+    out, offset = [], 0
+    for _ in range(count):
+        length = rng.choice([rng.randint(1, 16), rng.randint(1, 600), rng.randint(600, 6000)])
+        gap = rng.choice([0, rng.randrange(64), 4096 - (offset % 4096) - rng.randrange(1, 32)])
+        offset += max(gap, 0) + rng.randrange(4)
+        if offset + length > span:
+            break
+        out.append((base + offset, length))
+        offset += length
+    return out
+
+
+@cocotb.test(skip=not json.loads(os.environ.get("VIRTIO_TB", "{}")).get("dma"))
+async def dma_end_to_end(dut):
+    """The device's DMA engine through the real endpoint with the root complex's memory as
+    the host: random lengths and alignments, below and above 4 GiB, Max_Payload_Size and
+    Max_Read_Request_Size changed by the host between runs (every TLP checked against them
+    and the 4 KiB rule), and Bus Master Enable off (nothing on the link, NO_BUS_MASTER)."""
+    tb = await started(dut)
+    rng = tb.rng
+    pcie = next(off for cid, off in await tb.walk_caps() if cid == CapId.PCIE)
+    probe_tlps = []
+
+    def watch(hdr, payload):
+        if model.kind(hdr["fmt_type"]) == "address" and any(
+                b <= hdr["addr"] < b + 0x1000_0000 for b in (PROBE_LOW, PROBE_HIGH)):
+            probe_tlps.append((hdr, mem_write_span(hdr, payload) if payload else None))
+    tb.bridge.tx_observers.append(watch)
+    tb.probe_ranges = [(PROBE_LOW, 0x1000_0000), (PROBE_HIGH, 0x1000_0000)]
+
+    for mps, mrrs in ((0, 0), (1, 2), (0, 5), (1, 1)):
+        devctl = await tb.cfg_read((pcie + PcieCap.DEV_CTL) // 4)
+        devctl = (devctl & ~(0x7 << PcieCap.DEV_CTL_MPS_SHIFT | 0x7 << PcieCap.DEV_CTL_MRRS_SHIFT)
+                  | mps << PcieCap.DEV_CTL_MPS_SHIFT | mrrs << PcieCap.DEV_CTL_MRRS_SHIFT)
+        await tb.cfg_write(pcie + PcieCap.DEV_CTL, (devctl & 0xFFFF).to_bytes(2, "little"))
+        base = rng.choice([PROBE_LOW, PROBE_HIGH]) + rng.randrange(16) * 0x10_0000
+        reads = random_transfers(rng, 24, base, 0x8_0000)
+        writes = random_transfers(rng, 24, base + 0x10_0000, 0x8_0000)
+        for addr, length in reads:
+            tb.mem.write(addr, rng.randbytes(length))
+        writes = [(addr, rng.randbytes(length)) for addr, length in writes]
+        probe_tlps.clear()
+        got_rd, got_wr = await tb.probe(reads, writes)
+        # A read after the writes: its completion comes after they reached memory (§2.4.1).
+        (_, error), = (await tb.probe([(writes[-1][0], 1)], []))[0]
+        assert error == DmaError.NONE
+        for (addr, length), (data, error) in zip(reads, got_rd):
+            assert error == DmaError.NONE and data == tb.mem.read(addr, length), \
+                f"read {length} bytes at {addr:#x} (MPS {128 << mps}, MRRS {128 << mrrs})"
+        for (addr, data), error in zip(writes, got_wr):
+            assert error == DmaError.NONE and tb.mem.read(addr, len(data)) == data, \
+                f"write {len(data)} bytes at {addr:#x} (MPS {128 << mps})"
+        for hdr, span in probe_tlps:
+            size = 4 * hdr["length"]
+            assert hdr["addr"] // 4096 == (hdr["addr"] + size - 1) // 4096, "4 KiB crossed"
+            assert (hdr["addr"] >= 1 << 32) == (hdr["fmt_type"] in (0x20, 0x60)), \
+                "3 DW header below 4 GiB, 4 DW above (§2.2.4.1)"
+            if span is not None:
+                assert size <= 128 << mps, f"MemWr of {size} bytes with MPS {128 << mps}"
+            else:
+                assert size <= 128 << mrrs, f"MemRd of {size} bytes with MRRS {128 << mrrs}"
+        kinds = {span is None for _, span in probe_tlps}
+        log.info("MPS %d, MRRS %d: %d reads, %d writes, %d TLPs", 128 << mps, 128 << mrrs,
+                 len(reads), len(writes), len(probe_tlps))
+        assert kinds == {True, False}
+
+    # Bus Master Enable off: commands end with NO_BUS_MASTER and nothing reaches the link.
+    await tb.dev.set_master(False)
+    probe_tlps.clear()
+    got_rd, got_wr = await tb.probe([(PROBE_LOW, 100), (PROBE_HIGH + 3, 5000)],
+                                    [(PROBE_LOW + 0x1000, b"x" * 300)])
+    assert [e for _, e in got_rd] == [DmaError.NO_BUS_MASTER] * 2
+    assert got_wr == [DmaError.NO_BUS_MASTER]
+    await ClockCycles(dut.clk, 200)
+    assert not probe_tlps, "a TLP left with Bus Master Enable clear"
+    await tb.dev.set_master(True)
+    (_, error), = (await tb.probe([(PROBE_LOW, 8)], []))[0]
+    assert error == DmaError.NONE
     tb.check()
