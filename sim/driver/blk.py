@@ -44,7 +44,7 @@ from sim.model.blk import encode_request_header
 
 from .device import InterruptStats, VirtioPciDriver, VqSpec
 from .memory import DmaKind, HostMemory
-from .traffic import DeviceTraffic
+from .traffic import DeviceTraffic, TrafficMonitor
 from .transport import MmioCounters
 from .virtqueue import NoSpace, SplitVirtqueue, VirtqueueStats
 
@@ -225,6 +225,8 @@ class VirtioBlk:
     dev : PciDevice, optional
         The function; the first virtio function on the bus by default.
     memory : HostMemory, optional
+    monitor : TrafficMonitor, optional
+        See :class:`~sim.driver.device.VirtioPciDriver`.
     intx_source : object, optional
         For INTx (see :class:`~sim.driver.device.VirtioPciDriver`).
     features_mask : int
@@ -242,13 +244,14 @@ class VirtioBlk:
         For scattered buffer placement.
     """
 
-    def __init__(self, rc, dev=None, *, memory: HostMemory | None = None, intx_source=None,
+    def __init__(self, rc, dev=None, *, memory: HostMemory | None = None,
+                 monitor: TrafficMonitor | None = None, intx_source=None,
                  features_mask: int = ~0, max_queues: int | None = None,
                  queue_size: int | None = None, queue_depth: int | None = None,
                  use_msix: bool = True, rng: random.Random | None = None,
                  status_poll_ns: int = 200):
-        self.driver = VirtioPciDriver(rc, dev, memory=memory, intx_source=intx_source,
-                                      status_poll_ns=status_poll_ns)
+        self.driver = VirtioPciDriver(rc, dev, memory=memory, monitor=monitor,
+                                      intx_source=intx_source, status_poll_ns=status_poll_ns)
         self.driver.config_changed = self._config_changed
         self.memory = self.driver.memory
         self.features_mask = features_mask

@@ -111,6 +111,9 @@ class VirtioPciDriver:
         The function to drive; the first virtio function on the bus by default.
     memory : HostMemory, optional
         Where rings and buffers go; 16 MiB of the root complex's memory by default.
+    monitor : TrafficMonitor, optional
+        Counts the device's memory traffic; one is installed on ``rc`` by default (share one
+        between drivers of the same root complex and memory).
     intx_source : object, optional
         Has ``intx_level`` (bool) and ``intx_changed`` (cocotb ``Event``); needed for INTx.
     status_poll_ns, irq_recheck_ns : int
@@ -132,7 +135,8 @@ class VirtioPciDriver:
         Called (synchronously) on a configuration change interrupt.
     """
 
-    def __init__(self, rc, dev=None, *, memory: HostMemory | None = None, intx_source=None,
+    def __init__(self, rc, dev=None, *, memory: HostMemory | None = None,
+                 monitor: TrafficMonitor | None = None, intx_source=None,
                  status_poll_ns: int = 200, irq_recheck_ns: int = 1000):
         if dev is None:
             found = find_virtio_functions(rc)
@@ -144,7 +148,7 @@ class VirtioPciDriver:
         self.dev = dev
         self.transport = VirtioPciTransport(rc, dev, status_poll_ns=status_poll_ns)
         self.memory = memory if memory is not None else HostMemory.from_root_complex(rc)
-        self.monitor = TrafficMonitor(rc, self.memory)
+        self.monitor = monitor if monitor is not None else TrafficMonitor(rc, self.memory)
         self.intx_source = intx_source
         self.irq_recheck_ns = irq_recheck_ns
         self.device_features = 0
