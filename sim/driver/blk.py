@@ -83,8 +83,9 @@ class BlkRequest:
 
     ``type`` and ``sector`` as in the header; ``data`` the bytes of an OUT request;
     ``length`` the bytes an IN request reads (GET_ID always 20). ``segments`` splits the data
-    into that many buffers of those lengths (default: one buffer); ``align`` is the buffer
-    alignment and ``scatter`` leaves random gaps between them.
+    into that many buffers of those lengths (default: one buffer); ``align`` is the data
+    buffers' alignment (1 or 2: any byte / any even address) and ``scatter`` leaves random
+    gaps between them.
 
     Filled in by the driver: ``queue``, ``status`` (None when aborted by a reset; an ``int``
     if the device wrote a value that is no :class:`VirtioBlkStatus`), ``result`` (data read:
@@ -383,6 +384,7 @@ class VirtioBlk:
             self._build(req)
         index = self._pick_queue(queue)
         pending = list(reqs)
+        hwq = None
         while pending:
             await self._wait_running()
             hwq = self.queues[index]
@@ -402,8 +404,8 @@ class VirtioBlk:
             req.queue = index
             req.t_issue = get_sim_time("ns")
             pending.pop(0)
-        if kick:
-            hwq = self.queues[index]
+        # A reset may have come while the last request went in; the new queue is empty.
+        if kick and hwq is not None and hwq.generation == self.generation:
             if hwq.vq.kick_prepare():
                 await hwq.vq.notify()
 
@@ -449,10 +451,14 @@ class VirtioBlk:
                                  f"{self.size_max}")
 
     def _alloc(self, req: BlkRequest, size: int, align: int) -> int:
-        slack = self.rng.randrange(0, 4) * align if req.scatter else 0
-        addr = self.memory.alloc(size, align=align, kind=DmaKind.BUFFER, slack=slack)
-        req._buffers.append(addr)
-        return addr
+        """A buffer aligned to ``align``; below 4, at a random byte offset within a DW.
+        Scattered requests leave a random gap behind each buffer."""
+        slack = self.rng.randrange(0, 4) * 64 if req.scatter else 0
+        shift = self.rng.randrange(0, 4, align) if align < 4 else 0
+        base = self.memory.alloc(size + shift, align=max(align, 4), kind=DmaKind.BUFFER,
+                                 slack=slack)
+        req._buffers.append(base)
+        return base + shift
 
     def _build(self, req: BlkRequest) -> None:
         """``virtblk_setup_cmd`` and the scatterlist of ``virtblk_add_req``."""
@@ -485,7 +491,10 @@ class VirtioBlk:
 
     # --- completion (virtblk_done) ------------------------------------------------------------
     def _vq_done(self, vq: SplitVirtqueue) -> None:
-        if self._queue_of(vq).poller is not None:
+        hwq = self._queue_of(vq)
+        if hwq is None:
+            return              # an interrupt that raced with a reset: the queue is gone
+        if hwq.poller is not None:
             # A polled queue keeps its interrupts off; one that slips through (EVENT_IDX
             # can only move used_event out of the way) just reaps.
             self._reap(vq)
@@ -498,6 +507,8 @@ class VirtioBlk:
 
     def _reap(self, vq: SplitVirtqueue) -> int:
         hwq = self._queue_of(vq)
+        if hwq is None:
+            return 0
         count = 0
         while (got := vq.get_buf()) is not None:
             req, used_len = got
@@ -505,11 +516,11 @@ class VirtioBlk:
             count += 1
         return count
 
-    def _queue_of(self, vq: SplitVirtqueue) -> _HwQueue:
+    def _queue_of(self, vq: SplitVirtqueue) -> _HwQueue | None:
         for hwq in self.queues:
             if hwq.vq is vq:
                 return hwq
-        raise RuntimeError(f"{vq!r} belongs to no current queue")
+        return None
 
     def _complete(self, hwq: _HwQueue | None, req: BlkRequest, used_len: int | None) -> None:
         mem = self.memory

@@ -54,7 +54,8 @@ class WorkloadConfig:
     unit data is split at when scattered; ``max_segments`` caps buffers per request (the
     driver's limit applies anyway); ``queues`` lists the queues used (all by default);
     ``batch`` requests share one doorbell; ``sectors`` is the range used (whole disk by
-    default).
+    default); ``buffer_align`` is the alignment of data buffers (Linux's block layer asks
+    for 512; 1 puts them at any byte).
     """
     requests: int
     queue_depth: int = 1
@@ -66,6 +67,7 @@ class WorkloadConfig:
     queues: Sequence[int] | None = None
     batch: int = 1
     sectors: tuple[int, int] | None = None
+    buffer_align: int = 512
 
     def __post_init__(self):
         if self.requests < 0 or self.queue_depth < 1 or self.batch < 1:
@@ -149,6 +151,11 @@ class GoldenDisk:
                 continue
             alternatives = self._uncertain.setdefault(s, {self._sector(s)})
             alternatives.add(bytes(data[i * SECTOR:(i + 1) * SECTOR]))
+
+    def certain_image(self) -> list[tuple[int, bytes]]:
+        """``(sector, contents)`` of every sector whose contents are known for sure."""
+        return [(s, self._sector(s)) for s in range(self.capacity)
+                if self._known[s] and s not in self._uncertain]
 
     def mismatches(self, sector: int, data: bytes) -> list[int]:
         """Sectors of a read of ``data`` at ``sector`` that hold what they must not."""
@@ -252,7 +259,8 @@ class BlkWorkload:
             if kind is VirtioBlkType.GET_ID and cfg.scatter and self.blk.max_data_segments > 1:
                 cut = self.rng.randrange(1, VIRTIO_BLK_ID_BYTES)
                 segments = [cut, VIRTIO_BLK_ID_BYTES - cut]
-            return BlkRequest(kind, segments=segments, scatter=cfg.scatter, callback=on_done)
+            return BlkRequest(kind, segments=segments, scatter=cfg.scatter,
+                              align=cfg.buffer_align, callback=on_done)
         size = self.rng.choice(list(cfg.sizes))
         count = size // SECTOR
         lo, hi = cfg.sectors if cfg.sectors is not None else (0, self.blk.capacity)
@@ -267,11 +275,11 @@ class BlkWorkload:
         segments = self._segments(cfg, size)
         if kind is VirtioBlkType.OUT:
             req = BlkRequest(kind, sector, data=self.rng.randbytes(size), segments=segments,
-                             scatter=cfg.scatter, callback=on_done)
+                             scatter=cfg.scatter, align=cfg.buffer_align, callback=on_done)
             self._writes_in_flight[id(req)] = (sector, count)
         else:
             req = BlkRequest(kind, sector, length=size, segments=segments,
-                             scatter=cfg.scatter, callback=on_done)
+                             scatter=cfg.scatter, align=cfg.buffer_align, callback=on_done)
         self._in_flight[id(req)] = (sector, count)
         return req
 

@@ -8,7 +8,9 @@ import pytest
 from sim.runner import run
 from tests.cocotb.anchor_top import SimAnchor
 
-CASES = ["smoke"]
+CASES = ["enumeration_and_capabilities", "negotiation_matrix", "data_integrity_in_order",
+         "data_integrity_unordered", "in_order_batching", "notification_suppression",
+         "reset_mid_traffic", "multi_queue", "bad_chain_needs_reset"]
 
 
 @pytest.mark.parametrize("case", CASES)
