@@ -112,7 +112,7 @@ class BlkRequest:
     _buffers: list[int] = field(default_factory=list, repr=False)
     _in_segments: list[tuple[int, int]] = field(default_factory=list, repr=False)
     _status_addr: int = field(default=0, repr=False)
-    _sgs: tuple[list, list] = field(default=([], []), repr=False)
+    _sgs: tuple[list, list] = field(default_factory=lambda: ([], []), repr=False)
 
     @property
     def data_length(self) -> int:

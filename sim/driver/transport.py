@@ -23,7 +23,7 @@ is written as two 32-bit halves, low half first (``vp_iowrite64_twopart``, §4.1
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cocotb.triggers import Timer
 

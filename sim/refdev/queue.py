@@ -247,6 +247,8 @@ class DeviceVirtqueue:
         if self._stopping:
             return []
         elements = model.fetch()
+        # The model logs every write it makes; this queue carries them out and clears the
+        # log, so it does not grow with the run.
         writes = list(model.writes)
         model.writes.clear()
         for element in elements:

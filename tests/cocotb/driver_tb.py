@@ -244,7 +244,7 @@ async def negotiation_matrix(dut):
         intx_before = len(device.intx_messages)
         msix_before = function.stats.msix_sent
         result = await tb.workload(blk, golden=golden).run(
-            WorkloadConfig(requests=16, queue_depth=4))
+            WorkloadConfig(requests=16, queue_depth=4, sizes=(512, 1024)))
         check(result, what)
         elements = queue_totals(function, "elements")
         assert elements == 16, what
@@ -369,7 +369,7 @@ async def in_order_batching(dut):
         blk = tb.blk(index, features_mask=~0 if in_order else mask_off(Feature.IN_ORDER))
         await blk.probe()
         order: list[BlkRequest] = []
-        reqs = [BlkRequest(VirtioBlkType.IN, tb.rng.randrange(2048 - 8), length=4096,
+        reqs = [BlkRequest(VirtioBlkType.IN, tb.rng.randrange(2048 - 2), length=1024,
                            callback=order.append) for _ in range(160)]
         traffic = blk.traffic.snapshot()
         await run_requests(blk, reqs, depth=32)
@@ -392,7 +392,7 @@ async def in_order_batching(dut):
             control["unordered"] = (blk.traffic - traffic).control_tlps / len(reqs)
         tb.log.info("%s: mean run length %.2f, runs %s", what, mean, dict(driver_runs))
         await blk.remove()
-    tb.log.info("device control TLPs per 4 KiB read at QD 32: %.2f in order, %.2f not",
+    tb.log.info("device control TLPs per 1 KiB read at QD 32: %.2f in order, %.2f not",
                 control["in_order"], control["unordered"])
     assert control["in_order"] < control["unordered"]
 

@@ -195,7 +195,7 @@ def test_index_wrap_beyond_65536(in_order):
     loop = Loop(rng, 4, in_order=in_order, event_idx=True, indirect=True)
     for _ in range(70_000 // 4):
         for _ in range(4):
-            loop.add_random(max_out=1, max_in=1)
+            loop.add_random(max_out=0, max_in=1)
         loop.kick()
         loop.complete_random(4)
     assert loop.vq.stats.buffers == loop.next_token == 70_000
