@@ -231,7 +231,8 @@ class VirtioBlk:
     intx_source : object, optional
         For INTx (see :class:`~sim.driver.device.VirtioPciDriver`).
     features_mask : int
-        Features to leave out (clear their bits); all the driver knows by default.
+        ANDed with the features the driver would accept: clear a bit to turn that feature
+        off. All the driver knows by default.
     max_queues : int or None
         Upper bound on request queues (Linux: the CPU count); all the device offers by
         default.

@@ -150,7 +150,7 @@ class VirtioPciTransport:
         wanted = command | Cfg.CMD_MEMORY_SPACE | Cfg.CMD_BUS_MASTER
         if wanted != command:
             await self.config_write(Cfg.COMMAND, wanted, 2)
-        dev.is_busmaster = True
+        dev.is_busmaster = True         # keep cocotbext's record in step, as set_master does
         await self._walk_capabilities()
         for cfg_type in (PciCapCfgType.COMMON_CFG, PciCapCfgType.NOTIFY_CFG,
                          PciCapCfgType.ISR_CFG):
