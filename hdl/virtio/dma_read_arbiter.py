@@ -16,6 +16,8 @@ class DmaReadArbiter(wiring.Component):
     FIFO of the granted client numbers routes each command's beats (up to its ``last``) back
     to the client that issued it. Every client thus sees its own commands answered in order.
 
+    Reset: nothing outstanding; reset it only while ``idle`` (drain first).
+
     Parameters
     ----------
     num_clients : int

@@ -17,6 +17,8 @@ class DmaWriteArbiter(wiring.Component):
     client's data beats (up to ``last``) to the bus and each ``done`` back to its client.
     A client may offer its next command before it has sent the data of the previous one.
 
+    Reset: nothing outstanding; reset it only while ``idle``.
+
     Parameters
     ----------
     num_clients : int
