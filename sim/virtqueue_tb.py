@@ -684,7 +684,9 @@ class VirtqueueTB:
             self._dump_reset_state()
             raise
         if self.dma.busy():
-            raise AssertionError("engine reports idle while DMA commands are outstanding")
+            busy = [name for name, channel in self.dma.channels.items() if channel.busy]
+            raise AssertionError(f"engine reports idle while DMA commands are outstanding "
+                                 f"on {busy}")
         before = (len(self.dma.reads), len(self.dma.writes))
         await ClockCycles(dut.clk, 50)
         if (len(self.dma.reads), len(self.dma.writes)) != before or self.dma.busy():

@@ -561,7 +561,7 @@ class AvailFetcher(wiring.Component):
                                    | (ae_fail & (ae_q == q)))
         m.d.comb += [
             self.stop.eq(stop),
-            self.quiet.eq(~self.ring_rd.cmd.valid & ~cmd_fifo.r_rdy
+            self.quiet.eq(~self.ring_rd.cmd.valid & (cmd_fifo.level == 0)
                           & ((ae_state == 0) | (ae_state == 3))),
         ]
         return m

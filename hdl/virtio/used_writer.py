@@ -318,6 +318,6 @@ class UsedWriter(wiring.Component):
             m.d.comb += stop[q].eq(failed & (fin.queue == q))
         m.d.comb += [
             self.stop.eq(stop),
-            self.quiet.eq((phase == 0) & ~jobs.r_rdy),
+            self.quiet.eq((phase == 0) & (jobs.level == 0)),
         ]
         return m

@@ -276,7 +276,7 @@ async def bad_chains(dut):
         indirect = kind != "INDIRECT_NOT_NEGOTIATED"
         tb.configure(in_order=in_order, event_idx=i % 3 == 0, indirect=indirect,
                      sizes=[16, 16],
-                     workloads=[Workload(requests=0),
+                     workloads=[Workload(requests=0, readable=(0, 1), writable=(1, 1)),
                                 Workload(requests=30, queue_depth=8)])
         victim = tb.queues[0]
         for _ in range(3):
