@@ -63,9 +63,8 @@ def plan(args: argparse.Namespace) -> list[dict]:
 def run_width(width: int, measurements: list[dict], seed: int | None) -> list[dict]:
     """Build the harness at ``width`` bits and run ``measurements`` in one simulation."""
     from sim.runner import run
-    from sim.virtqueue_harness import VirtqueueHarness, prepare_verilator_build
+    from sim.virtqueue_harness import VirtqueueHarness
 
-    prepare_verilator_build()
     params = {"engine": {"data_width": width}, "backend": {}}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.json"
