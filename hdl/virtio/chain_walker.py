@@ -74,6 +74,9 @@ class ChainWalker(wiring.Component):
     with its total writable length, or abort) follows on the last beat, after every read
     that contributed to it has completed without a DMA error.
 
+    Reset: the block buffer and the element in progress are forgotten (the engine resets
+    the walker only once no read of its is outstanding).
+
     Parameters
     ----------
     num_queues, max_queue_size, width, max_batch, max_block, max_chain_len : int

@@ -16,6 +16,8 @@ class DmaReadArbiter(wiring.Component):
     FIFO of the granted client numbers routes each command's beats (up to its ``last``) back
     to the client that issued it. Every client thus sees its own commands answered in order.
 
+    Reset: nothing outstanding; reset it only while ``idle`` (drain first).
+
     Parameters
     ----------
     num_clients : int
@@ -99,6 +101,7 @@ class DmaReadArbiter(wiring.Component):
         data_taken = self.bus.data.valid & self.bus.data.ready
         m.d.comb += [
             owners.r_en.eq(data_taken & self.bus.data.payload.last),
-            self.idle.eq(~owners.r_rdy),
+            # level, not r_rdy: a buffered FIFO shows a new entry on r_rdy a cycle late.
+            self.idle.eq(owners.level == 0),
         ]
         return m

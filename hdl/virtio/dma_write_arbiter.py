@@ -17,6 +17,8 @@ class DmaWriteArbiter(wiring.Component):
     client's data beats (up to ``last``) to the bus and each ``done`` back to its client.
     A client may offer its next command before it has sent the data of the previous one.
 
+    Reset: nothing outstanding; reset it only while ``idle``.
+
     Parameters
     ----------
     num_clients : int
@@ -104,6 +106,7 @@ class DmaWriteArbiter(wiring.Component):
             data_owners.r_en.eq(self.bus.data.valid & self.bus.data.ready
                                 & self.bus.data.payload.last),
             done_owners.r_en.eq(self.bus.done.valid & self.bus.done.ready),
-            self.idle.eq(~done_owners.r_rdy),
+            # level, not r_rdy: a buffered FIFO shows a new entry on r_rdy a cycle late.
+            self.idle.eq(done_owners.level == 0),
         ]
         return m

@@ -1,5 +1,5 @@
 """Hands checked elements to the backend with a sequence number, and takes its completions."""
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -34,6 +34,9 @@ class ElementDispatcher(wiring.Component):
     A completion on ``done`` looks up that length: a ``written_len`` below it marks the
     completion *partial*, which ends an IN_ORDER run in the used-ring writer (§2.7.9, see
     ``docs/robustness.md``). It then goes to its queue's reorder buffer (``complete``).
+
+    Reset: nothing buffered, nothing being handed out (under ``quiesce`` the element in
+    progress is finished first, so a backend never sees half of one).
 
     Parameters
     ----------

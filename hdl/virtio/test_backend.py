@@ -1,8 +1,8 @@
 """A backend for testing the virtqueue engine: writes a pattern, completes out of order."""
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2, exact_log2
+from amaranth.utils import exact_log2
 
 from hdl.pcie.dma_port import MAX_DMA_LEN, WriteChannelSignature
 from hdl.virtio.virtqueue_port import VirtqElemDesc, VirtqElemDone
@@ -47,6 +47,8 @@ class TestBackend(wiring.Component):
     every cycle, ``seed`` its start), then is completed on ``done`` with
     ``written_len`` = its total writable bytes. Elements with different latencies complete out
     of order; among those ready, the lowest slot goes first.
+
+    After ``rst`` it is empty; ``reset``/``idle`` is the device reset handshake below.
 
     Parameters
     ----------

@@ -1,5 +1,5 @@
 """Decides used-buffer notifications after ``used->idx`` writes (virtio 1.2 §2.7.7.2)."""
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,6 +38,8 @@ class UsedNotifier(wiring.Component):
 
     A failed read stops the queue (DMA_READ_ERROR) and notifies, which is always allowed
     (§2.7.7: drivers tolerate spurious notifications).
+
+    Reset: every queue at ``used->idx`` 0 with nothing to decide or notify.
 
     Attributes
     ----------

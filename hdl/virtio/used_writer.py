@@ -4,7 +4,6 @@ from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.dma_port import WriteChannelSignature
-from hdl.virtio.element_dispatcher import used_payload_layout
 from hdl.virtio.round_robin import round_robin
 from hdl.virtio.spec import USED_IDX_OFFSET, USED_RING_OFFSET, VIRTQ_USED_ELEM_BYTES
 from hdl.virtio.virtqueue_port import QUEUE_BITS, VirtqConfig, VirtqError, VirtqErrorKind, \
@@ -44,6 +43,9 @@ class UsedWriter(wiring.Component):
     command on the same channel, so the used elements reach memory first (§2.7.8.2). The
     command for the next turn may be issued while the data of this one is still going out.
     When a ``used->idx`` write is ``done``, ``idx_done`` tells the notifier.
+
+    Reset: every queue's ``used->idx`` back to 0, nothing queued (under ``quiesce`` the
+    data of every command already issued is still sent).
 
     Parameters
     ----------
@@ -316,6 +318,6 @@ class UsedWriter(wiring.Component):
             m.d.comb += stop[q].eq(failed & (fin.queue == q))
         m.d.comb += [
             self.stop.eq(stop),
-            self.quiet.eq((phase == 0) & ~jobs.r_rdy),
+            self.quiet.eq((phase == 0) & (jobs.level == 0)),
         ]
         return m

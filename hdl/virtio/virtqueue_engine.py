@@ -57,8 +57,9 @@ class VirtqueueEngine(wiring.Component):
         Largest Queue Size accepted, a power of two up to 32768 (§2.7). Default 32768.
     reorder_depth : int
         Elements in flight per queue (fetched, not yet returned through the used ring): the
-        depth of each queue's reorder buffer, a power of two from 2 to 4096. Default 128
-        (enough to cover the round trip of a DMA read and the backend at line rate).
+        depth of each queue's reorder buffer, a power of two from 2 to 4096. Default 256,
+        the usual virtio-blk queue depth; it must also cover the fetch-to-retire round trip
+        for line rate (see docs/virtqueue-engine.md).
     data_width : int
         Width of the DMA data paths: 64 (default) or 128.
     max_batch : int
@@ -130,7 +131,7 @@ class VirtqueueEngine(wiring.Component):
     """
 
     def __init__(self, *, num_queues: int = 4, max_queue_size: int = MAX_QUEUE_SIZE,
-                 reorder_depth: int = 128, data_width: int = 64, max_batch: int = 32,
+                 reorder_depth: int = 256, data_width: int = 64, max_batch: int = 32,
                  max_block: int = 64, max_chain_len: int = 128, max_used_batch: int = 32):
         if not isinstance(num_queues, int) or not 1 <= num_queues <= MAX_QUEUES:
             raise ValueError(f"num_queues must be from 1 to {MAX_QUEUES}, not {num_queues!r}")

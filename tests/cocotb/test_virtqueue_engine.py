@@ -8,7 +8,7 @@ import os
 import pytest
 
 from sim.runner import run
-from sim.virtqueue_harness import VirtqueueHarness, prepare_verilator_build
+from sim.virtqueue_harness import VirtqueueHarness
 
 
 PARAMS = {
@@ -24,7 +24,6 @@ def make_top():
 
 
 def _run(testcase: str | list[str]) -> None:
-    prepare_verilator_build()
     run(make_top, toplevel="virtqueue_harness", test_module="virtqueue_engine_tb",
         params=PARAMS, testcase=testcase,
         extra_env={k: v for k, v in os.environ.items() if k.startswith("VQ_")})

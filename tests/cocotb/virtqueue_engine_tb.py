@@ -11,12 +11,8 @@ from cocotb.triggers import ClockCycles
 from hdl.pcie.dma_port import DmaError
 from hdl.virtio.spec import VirtqDescFlags
 from hdl.virtio.virtqueue_port import VirtqErrorKind
-from sim.model.memory import SparseMemory
 from sim.model.split_ring import RawDesc, encode_desc
-from sim.model.virtqueue import (
-    AvailEventWrite, ChainFault, ErrorKind, SplitVirtqueueDevice, UsedIdxWrite, UsedNotify,
-    walk_chain,
-)
+from sim.model.virtqueue import ChainFault, SplitVirtqueueDevice, UsedNotify, walk_chain
 from sim.dma_port_model import Timing
 from sim.virtqueue_tb import VirtqueueTB, Workload
 
@@ -43,11 +39,11 @@ async def _matrix(dut, in_order, event_idx, indirect):
     await tb.start()
     tb.backend.partial = 0.15
     tb.backend.delay = (0, 60)
-    workloads = [Workload(requests=120, queue_depth=12, indirect=0.5),
-                 Workload(requests=120, queue_depth=32, indirect=0.5, chunk=4,
+    workloads = [Workload(requests=90, queue_depth=12, indirect=0.5),
+                 Workload(requests=90, queue_depth=32, indirect=0.5, chunk=4,
                           readable=(1, 1), writable=(1, 2)),
                  None,
-                 Workload(requests=80, queue_depth=4, indirect=0.5, writable=(1, 1),
+                 Workload(requests=60, queue_depth=4, indirect=0.5, writable=(1, 1),
                           readable=(0, 0))]
     tb.configure(in_order=in_order, event_idx=event_idx, indirect=indirect,
                  sizes=[16, 64, None, 4], workloads=workloads)
@@ -91,8 +87,8 @@ async def rtl_backend(dut):
     tb = VirtqueueTB(dut)
     await tb.start()
     for in_order in (True, False):
-        workloads = [Workload(requests=100, queue_depth=8, indirect=0.5, length=(1, 300)),
-                     Workload(requests=100, queue_depth=16, readable=(1, 1),
+        workloads = [Workload(requests=70, queue_depth=8, indirect=0.5, length=(1, 300)),
+                     Workload(requests=70, queue_depth=16, readable=(1, 1),
                               writable=(1, 2), length=(1, 600))]
         tb.configure(in_order=in_order, event_idx=True, indirect=True, sizes=[32, 16],
                      workloads=workloads, rtl_backend=True)
@@ -116,7 +112,7 @@ async def index_wrap(dut):
     tb.backend.delay = (0, 6)
     tb.backend.elem_ready = 1.0
     tb.notify_ready = 1.0
-    requests = 65536 + 700
+    requests = 65536 + 300
     workload = Workload(requests=requests, queue_depth=64, readable=(0, 0),
                         writable=(1, 1), length=(8, 8), chunk=8)
     tb.configure(in_order=True, event_idx=True, indirect=False, sizes=[64],
@@ -143,7 +139,7 @@ async def queue_sizes(dut):
     await tb.start()
     for shift in range(16):
         size = 1 << shift
-        requests = min(2 * size + 3, 40)
+        requests = min(2 * size + 3, 24)
         in_order = bool(shift % 2)
         tb.configure(in_order=in_order, event_idx=bool(shift % 3 == 0), indirect=True,
                      sizes=[size, 8],
@@ -280,8 +276,8 @@ async def bad_chains(dut):
         indirect = kind != "INDIRECT_NOT_NEGOTIATED"
         tb.configure(in_order=in_order, event_idx=i % 3 == 0, indirect=indirect,
                      sizes=[16, 16],
-                     workloads=[Workload(requests=0),
-                                Workload(requests=60, queue_depth=8)])
+                     workloads=[Workload(requests=0, readable=(0, 1), writable=(1, 1)),
+                                Workload(requests=30, queue_depth=8)])
         victim = tb.queues[0]
         for _ in range(3):
             victim.add(victim.random_buffer())
@@ -356,17 +352,17 @@ async def suppression(dut):
     tb = VirtqueueTB(dut)
     await tb.start()
     tb.configure(in_order=False, event_idx=False, indirect=False, sizes=[16],
-                 workloads=[Workload(requests=200, queue_depth=8)])
+                 workloads=[Workload(requests=120, queue_depth=8)])
     driver = tb.queues[0]
     driver.rd.set_no_interrupt(True)
     await tb.run_traffic(timeout=50_000)
     assert tb.finish()[0].notifications == 0
     await tb.device_reset()
-    # EVENT_IDX: ask for a notification when buffer 150 of 200 is used, only then.
+    # EVENT_IDX: ask for a notification when buffer 90 of 120 is used, only then.
     tb.configure(in_order=True, event_idx=True, indirect=False, sizes=[16],
-                 workloads=[Workload(requests=200, queue_depth=8)])
+                 workloads=[Workload(requests=120, queue_depth=8)])
     driver = tb.queues[0]
-    driver.rd.set_used_event(149)
+    driver.rd.set_used_event(89)
     await tb.run_traffic(timeout=50_000)
     report = tb.finish()[0]
     assert report.notifications == 1, report
@@ -399,7 +395,7 @@ async def exact_qd1(dut):
         model = SplitVirtqueueDevice(_View(), driver.layout, in_order=in_order,
                                      event_idx=event_idx, indirect_desc=True,
                                      max_chain_len=tb.max_chain_len)
-        for i in range(24):
+        for i in range(16):
             if event_idx:
                 driver.rd.set_used_event(driver.checker.used_idx + tb.rng.choice((0, 0, 1)))
             else:

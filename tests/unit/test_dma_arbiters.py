@@ -109,9 +109,13 @@ def test_read_arbiter_drain():
             for i, client in enumerate(dut.clients):
                 ctx.set(client.cmd.valid, not taken[i])
             await ctx.delay(1e-9)
+            took = False
             for i, client in enumerate(dut.clients):
-                taken[i] |= bool(ctx.get(client.cmd.valid) and ctx.get(client.cmd.ready))
+                if ctx.get(client.cmd.valid) and ctx.get(client.cmd.ready):
+                    taken[i] = took = True
             await ctx.tick()
+            if took:        # outstanding from the very next cycle on
+                assert not ctx.get(dut.idle)
         assert taken == [True, True]
         for client in dut.clients:
             ctx.set(client.cmd.valid, 0)
@@ -167,6 +171,9 @@ def test_write_arbiter_keeps_data_with_its_command():
             await ctx.delay(1e-9)
             if ctx.get(dut.bus.cmd.valid) and ctx.get(dut.bus.cmd.ready):
                 bus_cmds.append(ctx.get(dut.bus.cmd.payload.addr))
+                check_busy = True
+            else:
+                check_busy = False
             if ctx.get(dut.bus.data.valid) and ctx.get(dut.bus.data.ready):
                 bus_beats.append((ctx.get(dut.bus.data.payload.data),
                                   ctx.get(dut.bus.data.payload.last)))
@@ -186,6 +193,8 @@ def test_write_arbiter_keeps_data_with_its_command():
                 if ctx.get(client.done.valid) and ctx.get(client.done.ready):
                     dones[i] += 1
             await ctx.tick()
+            if check_busy:  # a command just taken is outstanding until its done
+                assert not ctx.get(dut.idle)
         assert ctx.get(dut.idle)
 
     _run(dut, bench)
