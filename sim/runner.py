@@ -11,7 +11,11 @@ Every cocotb test in the project goes through :func:`run`:
   compilation;
 * ``WAVES=1`` records an FST waveform (``dump.fst`` in the run folder, whose path is logged);
 * ``SEED=N`` replays a randomized run: the seed is handed to cocotb, which seeds Python's
-  ``random`` module with it, and it is always logged.
+  ``random`` module with it, and it is always logged;
+* ``public="ports"`` builds a Verilator model in which cocotb reaches only the toplevel's
+  ports. cocotb asks Verilator for every signal of the design (``--public-flat-rw``), which
+  keeps all of them and roughly doubles the C++ to compile for a large design; a testbench
+  that drives and watches nothing but ports does not need that.
 
 Concurrent pytest-xdist workers that need the same build wait on a file lock instead of
 building twice.
@@ -127,29 +131,38 @@ def _waves() -> bool:
     return os.environ.get("WAVES", "0") not in ("", "0", "false", "no")
 
 
+_PUBLIC = ("all", "ports")
+
+
 def _build_dir(toplevel: str, params: Mapping[str, object], sim: str, waves: bool,
-               make_top: Callable[[], object]) -> Path:
-    key = json.dumps({"params": {k: repr(v) for k, v in sorted(params.items())},
-                      "sim": sim, "waves": waves, "sources": _design_digest(make_top)},
-                     sort_keys=True)
+               make_top: Callable[[], object], public: str = "all") -> Path:
+    key = {"params": {k: repr(v) for k, v in sorted(params.items())},
+           "sim": sim, "waves": waves, "sources": _design_digest(make_top)}
+    if public != "all":         # the key of existing builds stays what it was
+        key["public"] = public
+    key = json.dumps(key, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return BUILD_ROOT / "sim" / f"{toplevel}-{sim}{'-waves' if waves else ''}-{digest}"
 
 
 def build(make_top: Callable[[], object], *, toplevel: str,
-          params: Mapping[str, object] | None = None) -> Path:
+          params: Mapping[str, object] | None = None, public: str = "all") -> Path:
     """Convert and compile ``make_top()`` once per parameter set; return the build folder.
 
     ``make_top`` is only called when no cached build exists. ``params`` must describe every
-    parameter that changes the design, since it is part of the cache key.
+    parameter that changes the design, since it is part of the cache key. ``public`` is
+    ``"all"`` (every signal reachable from cocotb) or ``"ports"`` (only the toplevel's ports;
+    Verilator only, a much smaller model).
     """
+    if public not in _PUBLIC:
+        raise ValueError(f"public={public!r} is not one of {_PUBLIC}")
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
 
     params = dict(params or {})
     sim = simulator_name()
     waves = _waves()
-    build_dir = _build_dir(toplevel, params, sim, waves, make_top)
+    build_dir = _build_dir(toplevel, params, sim, waves, make_top, public)
     build_dir.mkdir(parents=True, exist_ok=True)
     stamp = build_dir / "built.ok"
     with open(build_dir / ".lock", "w") as lock:
@@ -161,10 +174,19 @@ def build(make_top: Callable[[], object], *, toplevel: str,
         source = build_dir / f"{toplevel}.v"
         source.write_text(_initialise_constant_drivers(
             verilog.convert(make_top(), name=toplevel, emit_src=False)))
+        sources = [source]
         if sim == "verilator":
             verilator_env()
             build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
                           "--x-initial", "fast"]
+            if public == "ports":
+                # Undo cocotb's --public-flat-rw (build_args come after it) and mark only the
+                # toplevel module's signals, its ports among them, for cocotb.
+                control = build_dir / "ports.vlt"
+                control.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" '
+                                   f'-var "*"\n')
+                sources.append(control)
+                build_args.append("--no-public-flat-rw")
             if waves:
                 if _have_lz4():
                     build_args.append("--trace-fst")
@@ -176,7 +198,7 @@ def build(make_top: Callable[[], object], *, toplevel: str,
             build_args = []
             timescale = ("1ns", "1ps")
         runner = get_runner(sim)
-        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
                      build_args=build_args, timescale=timescale, waves=waves,
                      log_file=build_dir / "build.log")
         stamp.write_text(json.dumps(params, default=repr))
@@ -192,20 +214,20 @@ def _run_dir(build_dir: Path, test_module: str) -> Path:
 def run(make_top: Callable[[], object], *, toplevel: str, test_module: str,
         params: Mapping[str, object] | None = None, testcase: str | Sequence[str] | None = None,
         extra_env: Mapping[str, str] | None = None, seed: int | None = None,
-        module_paths: Sequence[Path | str] = ()) -> Path:
+        module_paths: Sequence[Path | str] = (), public: str = "all") -> Path:
     """Build (or reuse) the design and run the cocotb tests in ``test_module`` against it.
 
     ``params`` are also handed to the cocotb test as JSON in the ``DUT_PARAMS`` environment
     variable, so the testbench knows the parameters it was built with. ``test_module`` is
     imported by the simulator's Python from the project root, ``tests/cocotb`` or one of
-    ``module_paths``. Raises
+    ``module_paths``. ``public`` is as for :func:`build`. Raises
     ``AssertionError`` naming the log file when any cocotb test fails. Returns the run folder.
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
     params = dict(params or {})
-    build_dir = build(make_top, toplevel=toplevel, params=params)
+    build_dir = build(make_top, toplevel=toplevel, params=params, public=public)
     sim = simulator_name()
     if sim == "verilator":
         verilator_env()

@@ -162,7 +162,9 @@ class MsixTable(wiring.Component):
 
         vec = Signal(range(n))
         presented = Signal()
-        m.d.comb += rp_msg.addr.eq(pick)
+        # The message read port only reads in IDLE: while a message is offered on tx its
+        # entry must stay as read, whatever becomes pending meanwhile (en is 1 by default).
+        m.d.comb += [rp_msg.addr.eq(pick), rp_msg.en.eq(0)]
         hdr = self.tx.payload.hdr
         msg_addr = rp_msg.data[0:32]
         msg_upper = rp_msg.data[32:64]

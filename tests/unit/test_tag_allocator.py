@@ -34,7 +34,9 @@ def test_tag_allocator():
 
         for _ in range(60):         # the free lists fill after reset
             await ctx.tick()
+        assert not ctx.get(dut.pending), "no tag handed out yet"
         low = await take(40)
+        assert ctx.get(dut.pending)
         assert sorted(low) == list(range(32)), "without Extended Tag: exactly tags 0..31"
         ctx.set(dut.ext_tag_en, 1)
         high = await take(40)
@@ -47,6 +49,10 @@ def test_tag_allocator():
         await give(again)
         only_low = await take(40)
         assert sorted(only_low) == sorted(t for t in back if t < 32)
+        await give(set(low + high) - set(back) | set(only_low))
+        await ctx.tick()
+        assert sorted(low + high) == list(range(48))
+        assert not ctx.get(dut.pending), "every tag is back: nothing pending"
         log.append("done")
 
     sim = Simulator(dut)

@@ -72,6 +72,9 @@ class DmaEngine(wiring.Component):
         Posted/non-posted credit limits (see :data:`~hdl.pcie.dma.layouts.FcCreditLimit`).
     status : Out(DmaStatus)
         Discarded completions, timeouts and completion errors (wrapping counters).
+    pending : Out(1)
+        A MemRd is outstanding (its tag not yet free again): the function's Device Status
+        Transactions Pending bit (PCIe Base §7.5.3.5).
     rd : In(ReadChannelSignature(width)).array(read_channels)
     wr : In(WriteChannelSignature(width)).array(write_channels)
     """
@@ -112,6 +115,7 @@ class DmaEngine(wiring.Component):
             "ctrl": In(FunctionControl),
             "credits": In(FcCreditLimit),
             "status": Out(DmaStatus),
+            "pending": Out(1),
             "rd": In(ReadChannelSignature(width)).array(read_channels),
             "wr": In(WriteChannelSignature(width)).array(write_channels),
         })
@@ -137,6 +141,7 @@ class DmaEngine(wiring.Component):
             arbiter.bme.eq(ctrl.bus_master_en),
             arbiter.credits.eq(self.credits),
             self.status.eq(tracker.status),
+            self.pending.eq(tags.pending),
         ]
         wiring.connect(m, tags.alloc, requester.alloc)
         wiring.connect(m, tracker.free, tags.free)

@@ -28,7 +28,8 @@ class RequestArbiter(wiring.Component):
     the TLP's first beat leaves here; ``credits`` is compared with these counts by the
     gating function of §2.6.1.2, so the engine never sends more than ``credits`` allows, even
     if the TLP then waits downstream. Sources are served round robin, one TLP at a time; a
-    TLP is never interleaved with another.
+    TLP is never interleaved with another. ``out`` is registered: a beat offered there stays
+    unchanged until it is taken, whatever the sources do meanwhile.
 
     Only MemRd and MemWr TLPs are expected from the sources.
 
@@ -107,15 +108,27 @@ class RequestArbiter(wiring.Component):
 
         sel = Mux(locked, lock_idx, pick)
         active = locked | pick_any
+        # The chosen beat goes through an output register: the choice may change from cycle
+        # to cycle until a beat is taken (a newly eligible source, a source that drops
+        # valid), but a beat offered on ``out`` must stay as it is until it is taken (the
+        # packetizer behind the function's arbiter reads header DWs from a beat before it
+        # takes it).
+        take = ~self.out.valid | self.out.ready
+        beat = Signal.like(self.out.payload)
+        beat_valid = Signal()
         for i, src in enumerate(self.src):
             with m.If(active & (sel == i)):
                 m.d.comb += [
-                    self.out.valid.eq(src.valid),
-                    self.out.payload.eq(src.payload),
-                    src.ready.eq(self.out.ready),
+                    beat_valid.eq(src.valid),
+                    beat.eq(src.payload),
+                    src.ready.eq(take),
                 ]
+        fire = beat_valid & take
+        with m.If(fire):
+            m.d.sync += [self.out.valid.eq(1), self.out.payload.eq(beat)]
+        with m.Elif(self.out.ready):
+            m.d.sync += self.out.valid.eq(0)
 
-        fire = self.out.valid & self.out.ready
         with m.If(fire & ~locked):
             m.d.sync += last_grant.eq(pick)
             for i in range(n):
@@ -125,8 +138,8 @@ class RequestArbiter(wiring.Component):
                                      pd_used.eq(pd_used + data_cr[i])]
                     with m.Else():
                         m.d.sync += nph_used.eq(nph_used + 1)
-            with m.If(~self.out.payload.last):
+            with m.If(~beat.last):
                 m.d.sync += [locked.eq(1), lock_idx.eq(pick)]
-        with m.If(fire & locked & self.out.payload.last):
+        with m.If(fire & locked & beat.last):
             m.d.sync += locked.eq(0)
         return m

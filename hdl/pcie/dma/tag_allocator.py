@@ -30,6 +30,9 @@ class TagAllocator(wiring.Component):
         at most once per allocation (the caller's promise).
     ext_tag_en : In(1)
         Extended Tag Field Enable.
+    pending : Out(1)
+        Some tag is handed out and not yet given back: a non-posted request is outstanding
+        (for Device Status Transactions Pending, §7.5.3.5). Low while the lists fill.
     """
 
     def __init__(self, *, tags: int = 32):
@@ -40,6 +43,7 @@ class TagAllocator(wiring.Component):
             "alloc": Out(stream.Signature(8)),
             "free": In(stream.Signature(8)),
             "ext_tag_en": In(1),
+            "pending": Out(1),
         })
 
     def elaborate(self, platform):
@@ -60,6 +64,7 @@ class TagAllocator(wiring.Component):
         if n_high:
             m.submodules.high = high = fifo.SyncFIFOBuffered(width=8, depth=n_high)
             is_high = push_tag >= BASE_TAGS
+            m.d.comb += self.pending.eq(~filling & (low.level + high.level != self.tags))
             m.d.comb += [
                 low.w_en.eq(push & ~is_high),
                 high.w_data.eq(push_tag),
@@ -74,6 +79,7 @@ class TagAllocator(wiring.Component):
                 high.r_en.eq(self.alloc.ready & ~filling & use_high),
             ]
         else:
+            m.d.comb += self.pending.eq(~filling & (low.level != self.tags))
             m.d.comb += [
                 low.w_en.eq(push),
                 self.alloc.valid.eq(~filling & low.r_rdy),
