@@ -1327,7 +1327,7 @@ def random_transfers(rng, count: int, base: int, span: int) -> list[tuple[int, i
     return out
 
 
-@cocotb.test(skip=not json.loads(os.environ.get("VIRTIO_TB", "{}")).get("dma"))
+@cocotb.test()
 async def dma_end_to_end(dut):
     """The device's DMA engine through the real endpoint with the root complex's memory as
     the host: random lengths and alignments, below and above 4 GiB, Max_Payload_Size and
