@@ -42,8 +42,9 @@ PRESETS: dict[str, dict] = {
     # The demo's and the tests' main build: MSI-X, two queues, a 128 KiB disk whose banks
     # answer after 32 ns .. 3.2 us, so requests finish out of order.
     "msix": dict(_BASE),
-    # What QEMU's multi-process proxy can drive: INTx only, 32-bit BAR0, one queue.
-    "intx": dict(_BASE, num_queues=1, msix_vectors=0),
+    # What QEMU's multi-process proxy can drive: INTx only, 32-bit BAR0, one queue; a 1 MiB
+    # disk, room for a small file system.
+    "intx": dict(_BASE, num_queues=1, msix_vectors=0, capacity=2048),
     # The benchmark's: a disk that answers at once and more requests in service, so the link
     # is the bottleneck; Gen2 x4 needs the 128-bit data path.
     "bench_gen1x1": dict(_BASE, num_queues=1, msix_vectors=2, disk_latency=[2, 2, 2, 2],
