@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .device import DESIGN_IS_STANDIN, DESIGN_NAME, DeviceParams
+from .device import DeviceParams, design_name, make_standin, make_top
 
 __all__ = ["BuildError", "BuildReport", "Board", "StageRunner", "run_tool", "yowasp_argv"]
 
@@ -104,18 +104,26 @@ class Board:
     toolchain: str = ""
     target_mhz: float = 0.0
     flow: str = ""              # one line: what `python -m boards.build` does for this board
+    # The design factory (boards/device.py): the device, or the stand-in on boards whose
+    # PCIe core owns the configuration space.
+    design = staticmethod(make_top)
+
+    @property
+    def standin(self) -> bool:
+        return self.design is make_standin
 
     def params(self) -> DeviceParams:
         """The device parameters this board builds with."""
         raise NotImplementedError
 
     def describe_build(self) -> str:
-        what = "stand-in" if DESIGN_IS_STANDIN else "device"
-        return f"{DESIGN_NAME} ({what}); {self.flow}"
+        what = "stand-in" if self.standin else "device"
+        return f"{design_name(self.design)} ({what}); {self.flow}"
 
     def new_report(self) -> BuildReport:
-        return BuildReport(board=self.name, device=self.device, design=DESIGN_NAME,
-                           standin=DESIGN_IS_STANDIN, target_mhz=self.target_mhz,
+        return BuildReport(board=self.name, device=self.device,
+                           design=design_name(self.design), standin=self.standin,
+                           target_mhz=self.target_mhz,
                            flow=self.flow)
 
     def build(self, out: Path, *, stages: StageRunner, dry_run: bool, seed: int) -> BuildReport:

@@ -17,7 +17,6 @@ from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .board import Board, BuildError, BuildReport, StageRunner
-from .device import DESIGN_IS_STANDIN, DESIGN_NAME
 from .nitefury import NitefuryBoard
 from .versa_ecp5_5g import VersaEcp55GBoard
 
@@ -62,9 +61,10 @@ def _list(console: Console) -> None:
         table.add_row("target clock", f"{board.target_mhz:g} MHz")
         table.add_row("builds", board.describe_build())
         console.print(table)
-    if DESIGN_IS_STANDIN:
-        console.print(f"The device top (hdl/top.py) does not exist yet: boards build the "
-                      f"stand-in {DESIGN_NAME} (see docs/boards.md).")
+    for name, board in BOARDS.items():
+        if board.standin:
+            console.print(f"{name} builds the stand-in: its PCIe core owns the configuration "
+                          f"space, which the device cannot yet take over (see docs/boards.md).")
 
 
 def _share(used: int | None, available: int | None) -> str:
@@ -79,7 +79,7 @@ def _summary(console: Console, report: BuildReport, report_path: Path) -> None:
     table = Table(title=f"{report.board}: {report.device}", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
-    table.add_row("design", report.design + (" (stand-in until hdl/top.py exists)"
+    table.add_row("design", report.design + (" (stand-in, see docs/boards.md)"
                                              if report.standin else ""))
     table.add_row("flow", report.flow)
     for label, key in (("LUT", "lut"), ("FF", "ff"), ("BRAM", "bram"), ("DSP", "dsp")):

@@ -1,38 +1,40 @@
-"""What a board builds: the device parameters a board needs, and the ``make_top`` hook.
+"""What a board builds: the device parameters a board needs, and the designs boards build.
 
-Every board builds ``make_top(params)``: a ``wiring.Component`` with
+Every board builds a design made by a factory ``DeviceParams -> wiring.Component`` with
 
 * ``rx``: ``In(raw_tlp_signature(params.tlp_width))``, TLPs from the host;
 * ``tx``: ``Out(raw_tlp_signature(params.tlp_width))``, TLPs to the host;
 * ``function``: ``In(FunctionControl)``, used only on boards whose PCIe core owns the
   configuration space (the 7-series hard block): the core's Command / Device Control / bus
   number / MSI-X enable, through :class:`hdl.pcie.xilinx7.CfgStatus`. A design whose own
-  configuration space produces these ignores the port (boards tie it to zero otherwise).
+  configuration space produces these ignores the port.
 
-The whole device top (``hdl/top.py``) does not exist yet. Until it does, boards build
-:class:`boards.standin.StandInFunction`, a small function with the same ports (a BAR0
-scratch memory and the virtio capability list in configuration space, see its docstring), and
-every report says so (:data:`DESIGN_NAME`). Switching to the real top is the one line marked
-below, provided its constructor takes a :class:`DeviceParams` (or maps this onto its own
-parameter dataclass in :func:`make_top`'s body).
+:func:`make_top` builds the device (:class:`BoardDevice`: :class:`hdl.top.VirtioBlkDevice`
+with its own configuration space), for boards that hand every TLP to the design, such as
+the ECP5 Versa's (soft) stack. :func:`make_standin` builds
+:class:`boards.standin.StandInFunction`, a small TLP endpoint that serves the virtio
+capability list from the 7-series block's user-defined configuration range: the device
+cannot yet take its configuration registers from a hard block (``function``), so the
+Nitefury builds the stand-in and every report says so.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amaranth.hdl import Module
 from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
-from hdl.pcie.spec import MPS_BYTES, check_tlp_width
+from hdl.pcie.params import FunctionIdentity, LinkParams
+from hdl.pcie.spec import MPS_BYTES, FunctionControl, check_tlp_width, raw_tlp_signature
+from hdl.top import VirtioBlkDevice, VirtioBlkDeviceParams
+from hdl.virtio.transport_map import TransportMap
+from hdl.virtio.virtio_pci_device import VirtioPciDeviceParams
 from hdl.virtio.spec import CommonCfg, PCI_VENDOR_ID, pci_device_id, DeviceType
 
-from .standin import StandInFunction as Design   # the real top: from hdl.top import VirtioBlkDevice as Design
+from .standin import StandInFunction
 
-__all__ = ["DeviceParams", "make_top", "DESIGN_NAME", "DESIGN_IS_STANDIN"]
-
-DESIGN_NAME = f"{Design.__module__}.{Design.__qualname__}"
-"""Which design the boards build, for ``--list`` and reports."""
-
-DESIGN_IS_STANDIN = Design.__module__ == "boards.standin"
+__all__ = ["DeviceParams", "BoardDevice", "make_top", "make_standin", "design_name"]
 
 
 def _check_bits(name: str, value: int, bits: int) -> None:
@@ -126,6 +128,74 @@ class DeviceParams:
         return CommonCfg.SIZE
 
 
+def device_params(params: DeviceParams) -> VirtioBlkDeviceParams:
+    """The device's parameters for a board's :class:`DeviceParams`."""
+    layout = TransportMap()
+    for name, value in (("common_cfg_offset", layout.common_offset),
+                        ("isr_offset", layout.isr_offset),
+                        ("device_cfg_offset", layout.device_offset),
+                        ("notify_offset", layout.notify_offset),
+                        ("notify_off_multiplier", layout.notify_off_multiplier),
+                        ("msix_table_offset", layout.msix_table_offset),
+                        ("msix_pba_offset", layout.msix_pba_offset),
+                        ("bar0_size", layout.bar_size)):
+        if getattr(params, name) != value:
+            raise ValueError(f"{name} {getattr(params, name):#x}: the device's BAR0 layout is "
+                             f"hdl.virtio.transport_map.TransportMap's, which has {value:#x}")
+    mps_code = [MPS_BYTES(code) for code in range(6)].index(params.max_payload_size)
+    pci = VirtioPciDeviceParams(
+        width=params.tlp_width,
+        identity=FunctionIdentity(
+            vendor_id=params.vendor_id, device_id=params.device_id,
+            revision_id=params.revision_id, class_code=params.class_code,
+            subsystem_vendor_id=params.subsystem_vendor_id, subsystem_id=params.subsystem_id),
+        bar_64bit=params.bar0_64bit, msix_vectors=params.msix_vectors if params.msix else 0,
+        max_payload_size_supported=mps_code,
+        link=LinkParams(speed=params.link_speed, width=params.link_width),
+        num_queues=params.num_queues)
+    return VirtioBlkDeviceParams(pci=pci)
+
+
+class BoardDevice(wiring.Component):
+    """:class:`hdl.top.VirtioBlkDevice` with the ports boards expect (see the module).
+
+    ``function`` is ignored: the device's own configuration space holds the registers.
+    The DMA engine's credit limits are tied to "infinite": the PCIe cores these boards use
+    hold a TLP back while the link partner lacks credit (back-pressure on ``tx``), which
+    the device honours. ``function_reset`` follows ``rst`` (a board's PCIe reset).
+    """
+
+    def __init__(self, params: DeviceParams):
+        self.params = params
+        self.device = VirtioBlkDevice(device_params(params))
+        super().__init__({
+            "rx": In(raw_tlp_signature(params.tlp_width)),
+            "tx": Out(raw_tlp_signature(params.tlp_width)),
+            "function": In(FunctionControl),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.device = device = self.device
+        wiring.connect(m, wiring.flipped(self.rx), device.rx)
+        wiring.connect(m, device.tx, wiring.flipped(self.tx))
+        credits = device.credits
+        m.d.comb += [credits.valid.eq(1), credits.ph_inf.eq(1), credits.pd_inf.eq(1),
+                     credits.nph_inf.eq(1), credits.npd_inf.eq(1)]
+        return m
+
+
 def make_top(params: DeviceParams) -> wiring.Component:
-    """The design every board builds (see the module docstring)."""
-    return Design(params)
+    """The virtio-blk device for a board that hands every TLP to the design."""
+    return BoardDevice(params)
+
+
+def make_standin(params: DeviceParams) -> wiring.Component:
+    """The stand-in, for a board whose PCIe core owns the configuration space."""
+    return StandInFunction(params)
+
+
+def design_name(factory) -> str:
+    """What a design factory builds, for ``--list`` and reports."""
+    cls = VirtioBlkDevice if factory is make_top else StandInFunction
+    return f"{cls.__module__}.{cls.__qualname__}"

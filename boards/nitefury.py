@@ -27,7 +27,7 @@ from amaranth_boards.nitefury import NitefuryIIPlatform
 
 from .board import Board, BuildError, BuildReport, StageRunner, run_tool
 from .config_space import PCIE7X_USER_CFG_START
-from .device import DeviceParams, make_top
+from .device import DeviceParams, make_standin
 from .pcie7x_device import Pcie7xDevice
 
 __all__ = ["NitefuryPlatform", "NitefuryTop", "NitefuryBoard", "pcie_ip_config", "pcie_ip_tcl",
@@ -168,8 +168,9 @@ class NitefuryTop(Elaboratable):
     ``user_reset_out``, so a link reset or PERST# resets the device.
     """
 
-    def __init__(self, params: DeviceParams):
+    def __init__(self, params: DeviceParams, design=make_standin):
         self.params = params
+        self.design = design
 
     def elaborate(self, platform):
         m = Module()
@@ -186,7 +187,7 @@ class NitefuryTop(Elaboratable):
         m.submodules.refclk_buf = Instance(
             "IBUFDS_GTE2", i_I=pins.clk.p, i_IB=pins.clk.n, i_CEB=Const(0), o_O=refclk)
 
-        m.submodules.device = dev = Pcie7xDevice(params, make_top)
+        m.submodules.device = dev = Pcie7xDevice(params, self.design)
         rx, tx = dev.m_axis_rx, dev.s_axis_tx
         to_turnoff = Signal()
         m.submodules.pcie = Instance(
@@ -282,6 +283,9 @@ class NitefuryBoard(Board):
     toolchain = "Vivado (not on PyPI; --dry-run writes the tree)"
     target_mhz = 125.0
     flow = "Vivado: pcie_7x IP + synthesis, implementation, bitstream"
+    # The hard block answers configuration requests itself; the device cannot yet take its
+    # configuration registers from the block, so the board builds the stand-in.
+    design = staticmethod(make_standin)
 
     def params(self) -> DeviceParams:
         return DeviceParams(tlp_width=128, link_speed=2, link_width=4)
@@ -297,7 +301,7 @@ class NitefuryBoard(Board):
             "set_false_path -from [get_ports pcie_x4_0__perst__io]",
             "",
         ]))
-        return platform.prepare(NitefuryTop(params), name="top",
+        return platform.prepare(NitefuryTop(params, self.design), name="top",
                                 script_after_read=pcie_ip_tcl(params))
 
     def build(self, out: Path, *, stages: StageRunner, dry_run: bool, seed: int) -> BuildReport:

@@ -16,7 +16,7 @@ from amaranth.back import verilog
 from amaranth_boards.versa_ecp5_5g import VersaECP55GPlatform
 
 from .board import Board, BuildError, BuildReport, StageRunner, run_tool, yowasp_argv
-from .device import DeviceParams, make_top
+from .device import DeviceParams
 
 __all__ = ["VersaEcp55GBoard"]
 
@@ -61,7 +61,7 @@ class VersaEcp55GBoard(Board):
         report = self.new_report()
         yosys, nextpnr = self._commands(seed)
         with stages.stage("elaborate (Amaranth to Verilog)"):
-            (out / "top.v").write_text(verilog.convert(make_top(self.params()), name="top",
+            (out / "top.v").write_text(verilog.convert(self.design(self.params()), name="top",
                                                       emit_src=False))
             (out / "build.sh").write_text(
                 "#!/bin/sh\n# Written by python -m boards.build: the out-of-context flow.\nset -e\n"

@@ -47,10 +47,12 @@ PRESETS: dict[str, dict] = {
     "intx": dict(_BASE, num_queues=1, msix_vectors=0, capacity=2048),
     # The benchmark's: a disk that answers at once and more requests in service, so the link
     # is the bottleneck; Gen2 x4 needs the 128-bit data path.
-    "bench_gen1x1": dict(_BASE, num_queues=1, msix_vectors=2, disk_latency=[2, 2, 2, 2],
-                         disk_jitter=1, max_requests=32, disk_slots=32),
-    "bench_gen2x4": dict(_BASE, width=128, num_queues=1, msix_vectors=2, link_speed=2,
-                         link_width=4, disk_latency=[2, 2, 2, 2], disk_jitter=1,
+    # A 1 MiB disk leaves room for 64 non-overlapping 4 KiB requests.
+    "bench_gen1x1": dict(_BASE, num_queues=1, msix_vectors=2, capacity=2048,
+                         disk_latency=[2, 2, 2, 2], disk_jitter=1, max_requests=32,
+                         disk_slots=32),
+    "bench_gen2x4": dict(_BASE, width=128, num_queues=1, msix_vectors=2, capacity=2048,
+                         link_speed=2, link_width=4, disk_latency=[2, 2, 2, 2], disk_jitter=1,
                          max_requests=32, disk_slots=32),
 }
 

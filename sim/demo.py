@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--queue-depth", "-q", type=int, nargs="+", default=[1, 8, 32],
                     metavar="QD", help="queue depths to run the random mix at (1..64)")
-    ap.add_argument("--requests", "-n", type=int, default=150,
+    ap.add_argument("--requests", "-n", type=int, default=100,
                     help="requests per queue depth")
     ap.add_argument("--no-in-order", dest="in_order", action="store_false",
                     help="mask VIRTIO_F_IN_ORDER off in the driver (it is on by default)")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
     _check_args(ap, args)
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     if args.waves:
         os.environ["WAVES"] = "1"
     from sim.blk_device import PRESETS, make_top

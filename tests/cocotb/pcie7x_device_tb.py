@@ -8,7 +8,6 @@ from cocotb.triggers import RisingEdge
 from cocotbext.pcie.core import Device, RootComplex
 from cocotbext.pcie.core.caps import PciCapId
 
-from boards.device import DESIGN_IS_STANDIN
 from boards.nitefury import NitefuryBoard
 from sim.pcie7x_model import MSIX_CAP, PCIE_CAP, PM_CAP, Pcie7xBlockModel
 
@@ -91,7 +90,7 @@ async def enumeration_finds_virtio_capabilities(dut):
                   tb.model.to_rtl, tb.model.from_rtl, tb.model.collector.beats)
 
 
-@cocotb.test(skip=not DESIGN_IS_STANDIN)
+@cocotb.test()
 async def standin_bar0_scratch_through_adapters(dut):
     """The stand-in's BAR0 scratch memory: random single-DW and byte writes, read back."""
     tb = TB(dut)
