@@ -278,10 +278,13 @@ class CommonConfig(wiring.Component):
                     m.d.comb += bus.r_data.eq(reg[32:])
 
         # --- writes ---------------------------------------------------------------------------
-        # While a reset drains the device, writes wait; reads are always answered at once.
-        m.d.comb += bus.ack.eq(bus.valid & ~(bus.write & resetting))
+        # Every access is answered at once. While a reset drains the device, writes are
+        # dropped (and counted): the driver must not write before device_status reads 0
+        # (§4.1.4.3.2), and holding the bus instead would stall the function's receive path,
+        # completions for the draining DMA included, until the completion timeout.
+        m.d.comb += bus.ack.eq(bus.valid)
         write = Signal()
-        m.d.comb += write.eq(bus.valid & bus.write & bus.ack)
+        m.d.comb += write.eq(bus.valid & bus.write & ~resetting)
         ignored = Signal()
         refused = Signal()
         start_reset = Signal()
@@ -396,6 +399,6 @@ class CommonConfig(wiring.Component):
         m.d.comb += [
             self.device_reset.eq(clear),
             self.events.features_refused.eq(refused),
-            self.events.write_ignored.eq(ignored),
+            self.events.write_ignored.eq(ignored | (bus.valid & bus.write & resetting)),
         ]
         return m
