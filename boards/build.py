@@ -8,6 +8,7 @@ failed and what to do.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .board import Board, BuildError, BuildReport, StageRunner
+from .device import make_standin
 from .nitefury import NitefuryBoard
 from .versa_ecp5_5g import VersaEcp55GBoard
 
@@ -43,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="placement seed for tools that take one (nextpnr); default 1")
     parser.add_argument("--list", action="store_true",
                         help="list the boards (FPGA, PCIe link, toolchain, what is built) and exit")
+    parser.add_argument("--standin", action="store_true",
+                        help="build the small stand-in function instead of the device: a quick "
+                             "check of a board's flow and toolchain (minutes less)")
     parser.add_argument("--allow-timing-fail", action="store_true",
                         help="exit 0 even when the achieved Fmax is below the target clock")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each tool command")
@@ -105,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     board = BOARDS[args.board]
+    if args.standin and not board.standin:
+        board = copy.copy(board)
+        board.design = make_standin
     out = (args.out or PROJECT_ROOT / "build" / "boards" / board.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"building [bold]{board.name}[/] ({board.fpga}) into {out}"
