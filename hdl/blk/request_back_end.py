@@ -209,6 +209,7 @@ class RequestBackEnd(wiring.Component):
         feeding = Signal()
         in_error = Signal()             # the storage burst ended with an error
         offered = Signal()              # the data command on cmd was offered last clock
+        walk_offer = Signal()           # the walk offers a data command this clock
 
         serial_beats = Array(Const(int.from_bytes(self.serial[k:k + nbytes].ljust(nbytes, b"\0"),
                                                   "little"), self.width)
@@ -353,6 +354,7 @@ class RequestBackEnd(wiring.Component):
                     owner_in.status.eq(0),
                 ]
                 m.d.sync += offered.eq(cmd.valid & ~cmd.ready)
+                m.d.comb += walk_offer.eq(cmd.valid)
                 with m.If(issued_now):
                     m.d.sync += issued.eq(issued + chunk)
                     with m.If(chunk == rem_total):
@@ -368,8 +370,9 @@ class RequestBackEnd(wiring.Component):
                     m.next = "WAIT"
 
         # --- feeding the repacker (RUN) -------------------------------------------------------
-        # Under reset only the bytes of commands already taken are fed; the rest is dropped.
-        may_feed = ~self.reset | (fed < issued)
+        # Under reset only the bytes of commands taken, or offered (an offer is never
+        # withdrawn, so it will be taken), are fed; the rest is dropped.
+        may_feed = ~self.reset | (fed < issued) | walk_offer
         with m.If(feeding):
             with m.If(job == _Job.IN):
                 with m.If(may_feed):

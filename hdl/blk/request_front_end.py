@@ -123,6 +123,7 @@ class RequestFrontEnd(wiring.Component):
         off = Signal(32)                        # offset in the current descriptor (OUT data)
         slot = Signal(self.slot_bits)           # the request whose OUT data is being read
         n_r = Signal(range(d_max + 1))
+        st_offered = Signal()                   # st_cmd was offered, not taken, last clock
 
         desc = self.desc_rd.data
         # The port reads only when asked, so a descriptor stays on its data while in use.
@@ -192,6 +193,10 @@ class RequestFrontEnd(wiring.Component):
 
             with m.State("DECIDE"):
                 st = self.st_cmd
+                # A storage command offered before ``reset`` rose stays offered until taken
+                # (stream rule); under ``reset`` none is offered anew: the request is
+                # dropped here (its pending entry goes with the soft reset at ``idle``).
+                m.d.sync += st_offered.eq(st.valid & ~st.ready)
                 m.d.comb += [
                     st.payload.tag.eq(pend.req.slot),
                     self.decision.payload.slot.eq(pend.req.slot),
@@ -199,37 +204,40 @@ class RequestFrontEnd(wiring.Component):
                     self.decision.payload.status.eq(dec.status),
                     self.pack_seg.payload.eq(dec.data_len),
                 ]
-                with m.Switch(dec.action):
-                    with m.Case(BlkAction.NO_STATUS, BlkAction.STATUS, BlkAction.GET_ID):
-                        m.d.comb += self.decision.valid.eq(1)
-                        pop()
-                        m.next = "IDLE"
-                    with m.Case(BlkAction.READ, BlkAction.FLUSH):
-                        is_read = dec.action == BlkAction.READ
-                        m.d.comb += [
-                            st.valid.eq(1),
-                            st.payload.op.eq(Mux(is_read, StorageOp.READ, StorageOp.FLUSH)),
-                            st.payload.sector.eq(Mux(is_read, dec.sector, 0)),
-                            st.payload.count.eq(Mux(is_read, dec.count, 0)),
-                        ]
-                        with m.If(st.ready):
+                with m.If(self.reset & ~st_offered):
+                    m.next = "IDLE"
+                with m.Else():
+                    with m.Switch(dec.action):
+                        with m.Case(BlkAction.NO_STATUS, BlkAction.STATUS, BlkAction.GET_ID):
+                            m.d.comb += self.decision.valid.eq(1)
                             pop()
                             m.next = "IDLE"
-                    with m.Case(BlkAction.WRITE):
-                        # The packer learns the length with the command, so its data is
-                        # cut for the storage exactly at the write's end.
-                        m.d.comb += [
-                            st.valid.eq(self.pack_seg.ready),
-                            st.payload.op.eq(StorageOp.WRITE),
-                            st.payload.sector.eq(dec.sector),
-                            st.payload.count.eq(dec.count),
-                            self.pack_seg.valid.eq(st.valid & st.ready),
-                        ]
-                        with m.If(st.valid & st.ready):
-                            pop()
-                            m.d.sync += [slot.eq(pend.req.slot), i.eq(pend.data_desc),
-                                         off.eq(pend.data_off), n_r.eq(pend.req.n_r)]
-                            m.next = "D_READ"
+                        with m.Case(BlkAction.READ, BlkAction.FLUSH):
+                            is_read = dec.action == BlkAction.READ
+                            m.d.comb += [
+                                st.valid.eq(1),
+                                st.payload.op.eq(Mux(is_read, StorageOp.READ, StorageOp.FLUSH)),
+                                st.payload.sector.eq(Mux(is_read, dec.sector, 0)),
+                                st.payload.count.eq(Mux(is_read, dec.count, 0)),
+                            ]
+                            with m.If(st.ready):
+                                pop()
+                                m.next = "IDLE"
+                        with m.Case(BlkAction.WRITE):
+                            # The packer learns the length with the command, so its data is
+                            # cut for the storage exactly at the write's end.
+                            m.d.comb += [
+                                st.valid.eq(self.pack_seg.ready),
+                                st.payload.op.eq(StorageOp.WRITE),
+                                st.payload.sector.eq(dec.sector),
+                                st.payload.count.eq(dec.count),
+                                self.pack_seg.valid.eq(st.valid & st.ready),
+                            ]
+                            with m.If(st.valid & st.ready):
+                                pop()
+                                m.d.sync += [slot.eq(pend.req.slot), i.eq(pend.data_desc),
+                                             off.eq(pend.data_off), n_r.eq(pend.req.n_r)]
+                                m.next = "D_READ"
 
             with m.State("D_READ"):
                 m.d.comb += [self.desc_rd.addr.eq(Cat(i[:self.desc_bits], slot)),
