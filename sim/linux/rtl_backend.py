@@ -137,10 +137,16 @@ class RtlBackend:
     accesses : int
         Requests handled.
     quiet_cycles : int
-        How long ``tx`` must be quiet, with the engine idle, for ``settle`` to return.
+        How long ``tx`` must be quiet, with the engine idle, for ``settle`` to return after
+        a write or a reset (enough for a doorbell to reach the engine and its first read to
+        leave).
+    read_quiet_cycles : int
+        The same after a read: a read starts no work, but reading the ISR status clears it
+        and the Deassert_INTA follows within a few cycles.
     """
 
     quiet_cycles = 48
+    read_quiet_cycles = 16
 
     def __init__(self, dut, memory: GuestMemory, interrupt: Interrupt, bar_base, *,
                  width: int = 64, reset_cycles: int = 200, timeout_cycles: int = 2_000_000):
@@ -159,10 +165,12 @@ class RtlBackend:
         self.accesses = 0
         self._rx: collections.deque[int] = collections.deque()   # packed beats for rx
         self._rx_driving = False
+        self._rx_valid = 0          # what rx.valid is driven to (written only when it changes)
         self._tx_beats: list[dict] = []
         self._tag = 0
         self._answers: dict[int, tuple[dict, list[int]]] = {}
         self._quiet = 0
+        self._settle_quiet = self.quiet_cycles
         self.dut.tx__ready.value = 1
         self.dut.rx__valid.value = 0
 
@@ -173,12 +181,14 @@ class RtlBackend:
         dut = self.dut
         await RisingEdge(dut.clk)
         self.cycles += 1
-        if not self._rx_driving and self._rx:
-            dut.rx__payload.value = self._rx[0]
-            dut.rx__valid.value = 1
-            self._rx_driving = True
-        elif not self._rx_driving:
-            dut.rx__valid.value = 0
+        if not self._rx_driving:
+            if self._rx:
+                dut.rx__payload.value = self._rx[0]
+                if not self._rx_valid:
+                    dut.rx__valid.value = self._rx_valid = 1
+                self._rx_driving = True
+            elif self._rx_valid:
+                dut.rx__valid.value = self._rx_valid = 0
         await ReadOnly()
         if self._rx_driving and dut.rx__ready.value:
             self._rx.popleft()
@@ -205,6 +215,8 @@ class RtlBackend:
         """Send a request; for a non-posted one clock until its completion and return it."""
         self.accesses += 1
         posted = model.is_posted(hdr["fmt_type"])
+        self._settle_quiet = self.read_quiet_cycles if not model.has_data(hdr["fmt_type"]) \
+            else self.quiet_cycles
         tag = hdr["tag"] = self._next_tag()
         self._send(hdr, payload)
         for _ in range(self.timeout_cycles):
@@ -343,7 +355,7 @@ class RtlBackend:
         dut = self.dut
         await RisingEdge(dut.clk)
         dut.rst.value = 1
-        dut.rx__valid.value = 0
+        dut.rx__valid.value = self._rx_valid = 0
         self._rx.clear()
         self._rx_driving = False
         self._tx_beats = []
@@ -352,6 +364,7 @@ class RtlBackend:
         dut.rst.value = 0
         await ClockCycles(dut.clk, self.reset_cycles)
         self.cycles += 10 + self.reset_cycles
+        self._settle_quiet = self.quiet_cycles
         self.interrupt.set_level(False)
 
     def _engine_busy(self) -> bool:
@@ -361,7 +374,7 @@ class RtlBackend:
     async def settle(self) -> None:
         for _ in range(self.timeout_cycles):
             await self._cycle()
-            if (self._quiet >= self.quiet_cycles and not self._rx and not self._tx_beats
+            if (self._quiet >= self._settle_quiet and not self._rx and not self._tx_beats
                     and not self._engine_busy()):
                 return
         raise DeviceTimeout(f"the device was still busy after {self.timeout_cycles} cycles")
