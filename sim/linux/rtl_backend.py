@@ -22,7 +22,8 @@ goes into guest memory (dropped and counted when it is not RAM); Assert_INTA / D
 
 ``settle`` clocks after each answer until the device is idle: every element the virtqueue
 engine took has been returned (``stats.elements == stats.buffers_used``), no completion is
-waiting to enter ``rx`` and ``tx`` has been quiet for :attr:`RtlBackend.quiet_cycles` cycles.
+waiting to enter ``rx`` and ``tx`` has been quiet for :attr:`RtlBackend.quiet_cycles` cycles
+after a write (:attr:`RtlBackend.read_quiet_cycles` after a read).
 Between two messages the simulation does not advance at all (see :mod:`sim.linux.proxy`).
 
 The clocking is one coroutine per access, no background tasks: each cycle it drives the next

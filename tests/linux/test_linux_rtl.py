@@ -2,7 +2,8 @@
 
 The RTL (the ``intx`` build of sim/blk_device.py) runs in Verilator through cocotb; the first
 run builds it (about 3 minutes on 2 cores, cached under build/sim/), then a run takes 25 s
-(quiet machine) to 2 minutes (loaded) under TCG. The run's random patterns print their seed; ``SEED=`` replays them.
+(quiet machine) to 2 minutes (loaded) under TCG. The run's random patterns print their seed;
+``SEED=`` replays them.
 """
 import time
 
