@@ -10,6 +10,7 @@ failed, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         with console.status("building the device (Amaranth -> Verilog -> Verilator; cached "
                             "after the first run) and simulating...", spinner="dots"):
             try:
-                run(lambda: make_top(knobs), toplevel="blk_device",
+                run(functools.partial(make_top, knobs), toplevel="blk_device",
                     test_module="sim.blk_device_tb", params=knobs, testcase="demo",
                     extra_env={"BLK_JOB": json.dumps(job), "BLK_RESULT": str(result_file)},
                     seed=args.seed, public="ports")

@@ -23,6 +23,7 @@ building twice.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import inspect
 import json
@@ -109,6 +110,8 @@ def _design_digest(make_top: Callable[[], object]) -> str:
     paths |= {path for path in (PROJECT_ROOT / "sim").rglob("*.py")
               if "amaranth" in path.read_text(errors="replace")}
     paths.add(Path(__file__).resolve())
+    while isinstance(make_top, functools.partial):
+        make_top = make_top.func        # the file that matters is the one defining the function
     try:
         source = inspect.getsourcefile(make_top)
     except TypeError:

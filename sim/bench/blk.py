@@ -28,6 +28,7 @@ Figures, all in simulated time at the 125 MHz user clock:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -50,7 +51,8 @@ def run_link(link: str, job: dict, seed: int | None) -> list[dict]:
     knobs = PRESETS[LINK_PRESETS[link]]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        run(lambda: make_top(knobs), toplevel="blk_device", test_module="sim.blk_device_tb",
+        run(functools.partial(make_top, knobs), toplevel="blk_device",
+            test_module="sim.blk_device_tb",
             params=knobs, testcase="bench", public="ports", seed=seed,
             extra_env={"BLK_JOB": json.dumps(job), "BLK_RESULT": str(out)})
         return json.loads(out.read_text())["rows"]
