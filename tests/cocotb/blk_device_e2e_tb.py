@@ -78,7 +78,7 @@ async def intx_mix(dut):
     """The INTx build (no MSI-X, 32-bit BAR0): interrupts through the ISR, both paths."""
     tb = await started(dut)
     for in_order in (True, False):
-        await mixes(tb, in_order=in_order, depths=[1, 16], requests=60)
+        await mixes(tb, in_order=in_order, depths=[1, 16], requests=40)
 
 
 # --- malformed and failing requests ----------------------------------------------------------
