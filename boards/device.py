@@ -25,6 +25,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.pcie.dma.layouts import UNLIMITED_CREDITS
 from hdl.pcie.params import FunctionIdentity, LinkParams
 from hdl.pcie.spec import MPS_BYTES, FunctionControl, check_tlp_width, raw_tlp_signature
 from hdl.top import VirtioBlkDevice, VirtioBlkDeviceParams
@@ -179,9 +180,7 @@ class BoardDevice(wiring.Component):
         m.submodules.device = device = self.device
         wiring.connect(m, wiring.flipped(self.rx), device.rx)
         wiring.connect(m, device.tx, wiring.flipped(self.tx))
-        credits = device.credits
-        m.d.comb += [credits.valid.eq(1), credits.ph_inf.eq(1), credits.pd_inf.eq(1),
-                     credits.nph_inf.eq(1), credits.npd_inf.eq(1)]
+        m.d.comb += device.credits.eq(UNLIMITED_CREDITS)
         return m
 
 

@@ -3,20 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from hdl.blk.ram_disk import RamDisk
 from hdl.blk.virtio_blk_backend import VirtioBlkBackend
-from hdl.pcie.bar_completer import BarCounters
-from hdl.pcie.dma.layouts import DmaStatus, FcCreditLimit
-from hdl.pcie.spec import raw_tlp_signature
 from hdl.virtio.spec import VIRTIO_BLK_SECTOR_BYTES
 from hdl.virtio.virtio_pci_device import VirtioPciDevice, VirtioPciDeviceParams
-from hdl.virtio.virtio_pci_transport import TransportCounters
-from hdl.virtio.virtqueue_port import VirtqError, VirtqStats
 
 __all__ = ["VirtioBlkDeviceParams", "VirtioBlkDevice"]
 
@@ -114,66 +106,26 @@ class VirtioBlkDeviceParams:
             max_reads=self.max_reads, max_writes=self.max_writes)
 
 
-class VirtioBlkDevice(wiring.Component):
+class VirtioBlkDevice(VirtioPciDevice):
     """A virtio-blk PCIe function (virtio 1.2 §4.1, §5.2): PCIe function, DMA engine,
     virtio-pci transport, split-virtqueue engine with its in-order reorder buffers, the
     virtio-blk request engine and a RAM disk, behind the raw TLP streams.
 
-    It is :class:`~hdl.virtio.virtio_pci_device.VirtioPciDevice` with a
+    It is :class:`~hdl.virtio.virtio_pci_device.VirtioPciDevice` (same ports: ``rx``,
+    ``tx``, ``credits``, ``function_reset`` and the observability outputs) with a
     :class:`~hdl.blk.virtio_blk_backend.VirtioBlkBackend` whose storage is a
-    :class:`~hdl.blk.ram_disk.RamDisk`; see ``docs/architecture.md``.
+    :class:`~hdl.blk.ram_disk.RamDisk`; see ``docs/device.md``.
 
     Reset: ``rst`` or ``function_reset`` reset everything but the disk's contents.
 
     Parameters
     ----------
     params : VirtioBlkDeviceParams
-
-    Attributes
-    ----------
-    rx : In(raw_tlp_signature(params.pci.width))
-    tx : Out(raw_tlp_signature(params.pci.width))
-    credits : In(FcCreditLimit)
-        Posted / non-posted credit limits for DMA requests (``docs/dma.md``).
-    function_reset : In(1)
-    device_status, engine_error, stats, dma_status, bar_counters, transport_counters : Out
-        Observability, as :class:`VirtioPciDevice`'s.
     """
 
     def __init__(self, params: VirtioBlkDeviceParams | None = None):
         params = VirtioBlkDeviceParams() if params is None else params
         if not isinstance(params, VirtioBlkDeviceParams):
             raise TypeError(f"params must be a VirtioBlkDeviceParams, not {params!r}")
-        self.params = params
-        self.backend = params.make_backend()
-        self.core = VirtioPciDevice(params.pci, self.backend)
-        w = params.pci.width
-        super().__init__({
-            "rx": In(raw_tlp_signature(w)),
-            "tx": Out(raw_tlp_signature(w)),
-            "credits": In(FcCreditLimit),
-            "function_reset": In(1),
-            "device_status": Out(8),
-            "engine_error": Out(VirtqError),
-            "stats": Out(VirtqStats),
-            "dma_status": Out(DmaStatus),
-            "bar_counters": Out(BarCounters),
-            "transport_counters": Out(TransportCounters),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.core = core = self.core
-        wiring.connect(m, wiring.flipped(self.rx), core.rx)
-        wiring.connect(m, core.tx, wiring.flipped(self.tx))
-        m.d.comb += [
-            core.credits.eq(self.credits),
-            core.function_reset.eq(self.function_reset),
-            self.device_status.eq(core.device_status),
-            self.engine_error.eq(core.engine_error),
-            self.stats.eq(core.stats),
-            self.dma_status.eq(core.dma_status),
-            self.bar_counters.eq(core.bar_counters),
-            self.transport_counters.eq(core.transport_counters),
-        ]
-        return m
+        self.blk_params = params
+        super().__init__(params.pci, params.make_backend())

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 
+from hdl.pcie.dma.layouts import UNLIMITED_CREDITS
 from hdl.pcie.params import LinkParams
 from hdl.top import VirtioBlkDevice, VirtioBlkDeviceParams
 from hdl.virtio.virtio_pci_device import VirtioPciDeviceParams
@@ -94,9 +95,7 @@ class BlkDeviceHarness(wiring.Component):
                 wiring.connect(m, wiring.flipped(self.rx), device.rx)
             else:
                 wiring.connect(m, device.tx, wiring.flipped(self.tx))
-        credits = device.credits
-        m.d.comb += [credits.valid.eq(1), credits.ph_inf.eq(1), credits.pd_inf.eq(1),
-                     credits.nph_inf.eq(1), credits.npd_inf.eq(1)]
+        m.d.comb += device.credits.eq(UNLIMITED_CREDITS)
         return m
 
 

@@ -30,7 +30,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.bar_completer import BarCounters
-from hdl.pcie.dma.layouts import DmaStatus
+from hdl.pcie.dma.layouts import UNLIMITED_CREDITS, DmaStatus
 from hdl.pcie.dma_port import ReadChannelSignature, WriteChannelSignature
 from hdl.pcie.spec import raw_tlp_signature
 from hdl.virtio.device_backend import DeviceBackendSignature
@@ -127,10 +127,8 @@ class VirtioDeviceHarness(wiring.Component):
         backend = self.backend
         wiring.connect(m, wiring.flipped(self.rx), device.rx)
         wiring.connect(m, device.tx, wiring.flipped(self.tx))
-        credits = device.credits
         m.d.comb += [
-            credits.valid.eq(1), credits.ph_inf.eq(1), credits.pd_inf.eq(1),
-            credits.nph_inf.eq(1), credits.npd_inf.eq(1),
+            device.credits.eq(UNLIMITED_CREDITS),
             self.device_status.eq(device.device_status),
             self.engine_error.eq(device.engine_error),
             self.stats.eq(device.stats),

@@ -210,4 +210,4 @@ def test_versa_ecp5_builds_the_device(tmp_path):
     assert report["design"] == "hdl.top.VirtioBlkDevice" and report["standin"] is False
     verilog = (tmp_path / "top.v").read_text()
     for part in ("function", "dma", "transport", "engine", "backend", "backend.storage"):
-        assert f"module \\top.device.core.{part} " in verilog, f"no {part} in top.v"
+        assert f"module \\top.device.{part} " in verilog, f"no {part} in top.v"

@@ -9,7 +9,7 @@ from amaranth.lib import data
 
 from hdl.pcie.dma_port import DmaError
 
-__all__ = ["FcCreditLimit", "DmaStatus", "FC_HDR_BITS", "FC_DATA_BITS", "FC_DATA_BYTES",
+__all__ = ["FcCreditLimit", "UNLIMITED_CREDITS", "DmaStatus", "FC_HDR_BITS", "FC_DATA_BITS", "FC_DATA_BYTES",
            "read_sub_layout", "issue_layout", "refuse_layout", "slot_event_layout",
            "ring_write_layout", "write_desc_layout"]
 
@@ -36,6 +36,11 @@ FcCreditLimit = data.StructLayout({
     # Flow control initialisation is complete (FC_INIT2 done, §3.4.1); nothing is sent before.
     "valid": 1,
 })
+
+UNLIMITED_CREDITS = FcCreditLimit.const({"ph_inf": 1, "pd_inf": 1, "nph_inf": 1, "npd_inf": 1,
+                                         "valid": 1})
+"""Credit limits for a PCIe core (or a link model) that holds a TLP back itself while its
+partner lacks credit, back-pressuring the transmit stream: the DMA engine never waits."""
 
 DmaStatus = data.StructLayout({
     "cpl_discarded": 16,    # completions dropped: unknown/idle/timed-out tag, not a Cpl(D), or
