@@ -1,15 +1,13 @@
 """The virtio-blk device backend: request engine, storage and device configuration."""
-from amaranth.hdl import Module, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Module
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.blk.blk_config_space import BLK_DEVICE_FEATURES, BlkConfigSpace
 from hdl.blk.blk_request_engine import BlkRequestEngine
 from hdl.blk.storage_port import StorageSignature
-from hdl.pcie.dma_port import ReadChannelSignature, WriteChannelSignature
-from hdl.pcie.register_bus import RegisterBus
+from hdl.virtio.device_backend import DeviceBackendSignature
 from hdl.virtio.spec import VIRTIO_BLK_SECTOR_BYTES
-from hdl.virtio.virtqueue_port import VirtqElemDesc, VirtqElemDone
 
 __all__ = ["VirtioBlkBackend"]
 
@@ -107,18 +105,9 @@ class VirtioBlkBackend(wiring.Component):
         self.config = BlkConfigSpace(addr_width=cfg_addr_width, capacity=capacity,
                                      size_max=size_max, seg_max=max_descriptors - 2,
                                      blk_size=blk_size, num_queues=num_queues)
-        members = {
-            "elem": In(stream.Signature(VirtqElemDesc(seq_width))),
-            "done": Out(stream.Signature(VirtqElemDone(seq_width))),
-            "cfg": In(RegisterBus.Signature(addr_width=cfg_addr_width)),
-            "features": In(unsigned(64)),
-            "reset": In(1),
-            "idle": Out(1),
-            "config_changed": Out(1),
-            "needs_reset": Out(1),
-            "rd": Out(ReadChannelSignature(width)).array(self.read_channels),
-            "wr": Out(WriteChannelSignature(width)).array(self.write_channels),
-        }
+        members = dict(DeviceBackendSignature(
+            seq_width=seq_width, width=width, cfg_addr_width=cfg_addr_width,
+            read_channels=self.read_channels, write_channels=self.write_channels).members)
         if storage is None:
             members["storage"] = Out(port)
         super().__init__(members)

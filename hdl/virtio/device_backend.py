@@ -1,7 +1,7 @@
 """The contract between the generic virtio-pci device core and a device backend.
 
-A backend is the device-type part of a virtio device (the RTL test backend for issue 5,
-virtio-blk next). :class:`~hdl.virtio.virtio_pci_device.VirtioPciDevice` instantiates it
+A backend is the device-type part of a virtio device (the RTL test backend,
+virtio-blk in hdl/blk/). :class:`~hdl.virtio.virtio_pci_device.VirtioPciDevice` instantiates it
 and connects, by name, the members of :class:`DeviceBackendSignature` (the backend's view):
 
 ========================  =========  ============================================================
