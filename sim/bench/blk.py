@@ -8,9 +8,9 @@ after 2 cycles, so the link and the device are what is measured.
 
 Figures, all in simulated time at the 125 MHz user clock:
 
-* **link efficiency**: payload bytes per second with the queue full (between the ``qd``-th
-  completion and the ``qd``-th from the end, so ramp-up and drain do not count) over the
-  payload limit of the link in the
+* **link efficiency**: payload bytes per second over the whole run (first submission to last
+  completion, at least 4 x QD requests, so filling and draining the queue cost about one
+  request latency each) over the payload limit of the link in the
   data's direction for 4 KiB transfers at Max_Payload_Size 256 (8b/10b, framing, sequence
   number, LCRC and a 3 DW header per TLP; ``sim/model/pcie_link.py``). Completions of reads
   and MemWr of writes are both cut at 256 bytes here (the root complex model's RCB splits

@@ -91,7 +91,6 @@ class WorkloadResult:
     bytes_read: int = 0
     bytes_written: int = 0
     latencies_ns: list[float] = field(default_factory=list)
-    completions: list[tuple[float, int]] = field(default_factory=list)
     used_entries: int = 0
     buffers: int = 0
     kicks: int = 0
@@ -115,17 +114,6 @@ class WorkloadResult:
 
     def latency(self, pct: float) -> float:
         return percentile(self.latencies_ns, pct)
-
-    def steady_bytes_per_ns(self, skip: int) -> float:
-        """Data bytes per ns between the ``skip``-th completion and the ``skip``-th from the
-        end: the rate with the queue full, without the ramp-up and the drain."""
-        done = sorted(self.completions)
-        if len(done) < 2 * skip + 2:
-            raise ValueError(f"{len(done)} completions cannot skip {skip} at each end")
-        window = done[skip:len(done) - skip]
-        span = window[-1][0] - window[0][0]
-        # Bytes completed after the window's first completion, over the time they took.
-        return sum(n for _, n in window[1:]) / span if span else 0.0
 
 
 class GoldenDisk:
@@ -338,7 +326,6 @@ class BlkWorkload:
         result.requests += 1
         result.by_type[req.type.name] += 1
         result.latencies_ns.append(req.latency_ns)
-        result.completions.append((req.t_complete, req.data_length))
         what = f"{req.type.name} sector {req.sector} ({req.data_length} bytes, queue {req.queue})"
         if req.status is not VirtioBlkStatus.OK:
             result.failures.append(f"{what}: status {req.status!r}")
