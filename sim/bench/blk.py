@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="requests per measurement, at least 4 x the queue depth (default: 128)")
     ap.add_argument("--in-order", choices=["on", "off", "both"], default="both")
     ap.add_argument("--seed", type=int, default=None, help="simulation seed (default: random)")
+    ap.add_argument("--from-json", metavar="FILE", type=Path, nargs="+",
+                    help="simulate nothing: print and plot the measurements saved in these "
+                         "--json files (e.g. one per link, run in parallel)")
     ap.add_argument("--json", metavar="FILE", type=Path, help="write the measurements as JSON")
     ap.add_argument("--plot", metavar="FILE", type=Path, default=Path("docs/bench/blk.png"),
                     help="where to draw link efficiency against queue depth (PNG; default: "
@@ -126,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("queue depths must be 1..64")
     job = {"queue_depths": args.qd, "ops": args.ops, "requests": args.requests,
            "in_order": {"on": [True], "off": [False], "both": [True, False]}[args.in_order]}
-    console = Console()
+    console = Console(width=max(Console().width, 120))
     rows = []
-    for link in args.link:
+    if args.from_json:
+        for path in args.from_json:
+            rows += json.loads(path.read_text())
+    for link in [] if args.from_json else args.link:
         start = time.monotonic()
         with console.status(f"{link}: building the device and simulating "
                             f"{len(args.qd) * len(args.ops) * len(job['in_order'])} "
