@@ -1,10 +1,10 @@
 """Shares one DMA read channel between several clients, and drains it on a device reset."""
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Module
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.dma_port import ReadChannelSignature
-from hdl.virtio.round_robin import round_robin
+from hdl.virtio.round_robin import check_arbiter_params, grant_commands
 
 __all__ = ["DmaReadArbiter"]
 
@@ -43,11 +43,7 @@ class DmaReadArbiter(wiring.Component):
     """
 
     def __init__(self, *, num_clients: int, width: int = 64, max_outstanding: int = 8):
-        if not isinstance(num_clients, int) or num_clients < 1:
-            raise ValueError(f"num_clients must be a positive integer, not {num_clients!r}")
-        if max_outstanding < 2 or max_outstanding & (max_outstanding - 1):
-            raise ValueError(f"max_outstanding must be a power of two of at least 2, "
-                             f"not {max_outstanding}")
+        check_arbiter_params(num_clients, max_outstanding)
         self.num_clients = num_clients
         self.width = width
         self.max_outstanding = max_outstanding
@@ -66,26 +62,11 @@ class DmaReadArbiter(wiring.Component):
             width=max(1, (n - 1).bit_length()), depth=self.max_outstanding)
 
         # Command grant: a command offered on the bus keeps its client until it is taken.
-        last = Signal(range(max(n, 2)))
-        held = Signal()
-        _, pick = round_robin(m, Cat(c.cmd.valid for c in self.clients), last)
-        chosen = Signal(range(max(n, 2)))
-        m.d.comb += chosen.eq(Mux(held, last, pick))
-        for i, client in enumerate(self.clients):
-            with m.If(chosen == i):
-                m.d.comb += [
-                    self.bus.cmd.valid.eq(client.cmd.valid & owners.w_rdy),
-                    self.bus.cmd.payload.eq(client.cmd.payload),
-                    client.cmd.ready.eq(self.bus.cmd.ready & owners.w_rdy),
-                ]
+        chosen = grant_commands(m, self.clients, self.bus, owners.w_rdy)
         cmd_taken = self.bus.cmd.valid & self.bus.cmd.ready
         m.d.comb += [
             owners.w_en.eq(cmd_taken),
             owners.w_data.eq(chosen),
-        ]
-        m.d.sync += [
-            last.eq(chosen),
-            held.eq(self.bus.cmd.valid & ~self.bus.cmd.ready),
         ]
 
         # Data routing: beats belong to the oldest outstanding command.

@@ -1,10 +1,10 @@
 """Shares one DMA write channel between several clients."""
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Module
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.dma_port import WriteChannelSignature
-from hdl.virtio.round_robin import round_robin
+from hdl.virtio.round_robin import check_arbiter_params, grant_commands
 
 __all__ = ["DmaWriteArbiter"]
 
@@ -41,11 +41,7 @@ class DmaWriteArbiter(wiring.Component):
     """
 
     def __init__(self, *, num_clients: int, width: int = 64, max_outstanding: int = 8):
-        if not isinstance(num_clients, int) or num_clients < 1:
-            raise ValueError(f"num_clients must be a positive integer, not {num_clients!r}")
-        if max_outstanding < 2 or max_outstanding & (max_outstanding - 1):
-            raise ValueError(f"max_outstanding must be a power of two of at least 2, "
-                             f"not {max_outstanding}")
+        check_arbiter_params(num_clients, max_outstanding)
         self.num_clients = num_clients
         self.width = width
         self.max_outstanding = max_outstanding
@@ -65,28 +61,13 @@ class DmaWriteArbiter(wiring.Component):
             width=owner_bits, depth=self.max_outstanding)
         room = data_owners.w_rdy & done_owners.w_rdy
 
-        last = Signal(range(max(n, 2)))
-        held = Signal()
-        _, pick = round_robin(m, Cat(c.cmd.valid for c in self.clients), last)
-        chosen = Signal(range(max(n, 2)))
-        m.d.comb += chosen.eq(Mux(held, last, pick))
-        for i, client in enumerate(self.clients):
-            with m.If(chosen == i):
-                m.d.comb += [
-                    self.bus.cmd.valid.eq(client.cmd.valid & room),
-                    self.bus.cmd.payload.eq(client.cmd.payload),
-                    client.cmd.ready.eq(self.bus.cmd.ready & room),
-                ]
+        chosen = grant_commands(m, self.clients, self.bus, room)
         cmd_taken = self.bus.cmd.valid & self.bus.cmd.ready
         m.d.comb += [
             data_owners.w_en.eq(cmd_taken),
             data_owners.w_data.eq(chosen),
             done_owners.w_en.eq(cmd_taken),
             done_owners.w_data.eq(chosen),
-        ]
-        m.d.sync += [
-            last.eq(chosen),
-            held.eq(self.bus.cmd.valid & ~self.bus.cmd.ready),
         ]
 
         for i, client in enumerate(self.clients):

@@ -1,7 +1,8 @@
-"""Round-robin choice among request bits, as a combinational helper for the engine's blocks."""
-from amaranth.hdl import Module, Signal, Value
+"""Round-robin choice among request bits, as a combinational helper for the engine's blocks,
+and the command grant the engine's DMA arbiters share."""
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 
-__all__ = ["round_robin"]
+__all__ = ["round_robin", "grant_commands", "check_arbiter_params"]
 
 
 def round_robin(m: Module, requests: Value, last: Value, *, name: str = "rr") -> tuple:
@@ -23,3 +24,38 @@ def round_robin(m: Module, requests: Value, last: Value, *, name: str = "rr") ->
                     with m.If(requests[index]):
                         m.d.comb += pick.eq(index)
     return requests.any(), pick
+
+
+def check_arbiter_params(num_clients, max_outstanding) -> None:
+    """The parameter rules of the DMA arbiters: clients >= 1, outstanding a power of two >= 2."""
+    if not isinstance(num_clients, int) or num_clients < 1:
+        raise ValueError(f"num_clients must be a positive integer, not {num_clients!r}")
+    if max_outstanding < 2 or max_outstanding & (max_outstanding - 1):
+        raise ValueError(f"max_outstanding must be a power of two of at least 2, "
+                         f"not {max_outstanding}")
+
+
+def grant_commands(m: Module, clients, bus, room: Value) -> Signal:
+    """Pass one client's ``cmd`` stream to ``bus.cmd``, clients taken round robin, while
+    ``room`` (the arbiter can track one more command). A command offered on the bus keeps
+    its client until it is taken, so the bus never sees an offer withdrawn or changed.
+    Returns the granted client's index (valid in the cycle the command is taken).
+    """
+    n = len(clients)
+    last = Signal(range(max(n, 2)))
+    held = Signal()
+    _, pick = round_robin(m, Cat(c.cmd.valid for c in clients), last)
+    chosen = Signal(range(max(n, 2)))
+    m.d.comb += chosen.eq(Mux(held, last, pick))
+    for i, client in enumerate(clients):
+        with m.If(chosen == i):
+            m.d.comb += [
+                bus.cmd.valid.eq(client.cmd.valid & room),
+                bus.cmd.payload.eq(client.cmd.payload),
+                client.cmd.ready.eq(bus.cmd.ready & room),
+            ]
+    m.d.sync += [
+        last.eq(chosen),
+        held.eq(bus.cmd.valid & ~bus.cmd.ready),
+    ]
+    return chosen
