@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import random
-from collections.abc import Sequence
 
 import cocotb
 from cocotb.clock import Clock
@@ -29,7 +28,7 @@ from hdl.virtio.spec import Feature, VirtioBlkType, feature_mask, feature_names
 from sim.blk_device import CLOCK_NS
 from sim.driver import (
     BlkRequest, BlkWorkload, GoldenDisk, HostMemory, Mix, TrafficMonitor, VirtioBlk,
-    WorkloadConfig, find_virtio_functions,
+    WorkloadConfig, find_virtio_functions, run_requests,
 )
 from sim.model.pcie_link import LINKS, payload_limit
 from sim.pcie_bridge import PcieBridge
@@ -137,7 +136,7 @@ class BlkDeviceTB:
             count = min(chunk_sectors, self.capacity - sector)
             reqs.append(BlkRequest(VirtioBlkType.OUT, sector,
                                    data=pattern(sector, count, salt)))
-        await run_requests(blk, reqs, depth)
+        await run_requests(blk, reqs, depth, queue=None)
         failures = [f"fill write at sector {r.sector}: status {r.status}" for r in reqs
                     if not r.ok]
         for r in reqs:
@@ -151,7 +150,7 @@ class BlkDeviceTB:
         """Read the whole disk back; every known sector must hold the golden contents."""
         reqs = [BlkRequest(VirtioBlkType.IN, s, length=min(chunk_sectors, self.capacity - s)
                            * SECTOR) for s in range(0, self.capacity, chunk_sectors)]
-        await run_requests(blk, reqs, depth)
+        await run_requests(blk, reqs, depth, queue=None)
         failures = []
         for r in reqs:
             if not r.ok:
@@ -168,20 +167,6 @@ class BlkDeviceTB:
         link = LINKS[self.link_name]
         limit = payload_limit(link, 1e9 / CLOCK_NS, size, 256)     # bytes per clock
         return bytes_per_ns * CLOCK_NS / limit
-
-
-async def run_requests(blk: VirtioBlk, reqs: Sequence[BlkRequest], depth: int,
-                       queue: int | None = None) -> None:
-    """Submit ``reqs`` in order, at most ``depth`` in flight; wait for all of them."""
-    in_flight: list[BlkRequest] = []
-    for req in reqs:
-        while len(in_flight) >= depth:
-            await in_flight[0].wait()
-            in_flight = [r for r in in_flight if not r.done]
-        await blk.submit(req, queue)
-        in_flight.append(req)
-    for req in reqs:
-        await req.wait()
 
 
 def _summary(result) -> dict:

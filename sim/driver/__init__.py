@@ -20,7 +20,9 @@ from .memory import DmaKind, HostMemory
 from .traffic import DeviceTraffic, TrafficMonitor
 from .transport import MmioCounters, NotVirtio, VirtioPciTransport, find_virtio_functions
 from .virtqueue import NoSpace, SplitVirtqueue, VirtqueueBroken, VirtqueueStats
-from .workload import BlkWorkload, GoldenDisk, Mix, WorkloadConfig, WorkloadResult
+from .workload import (
+    BlkWorkload, GoldenDisk, Mix, WorkloadConfig, WorkloadResult, run_requests, wait_for,
+)
 
 __all__ = [
     "BLK_DRIVER_FEATURES", "BlkRequest", "BlkStats", "BlkSummary", "VirtioBlk",
@@ -28,5 +30,5 @@ __all__ = [
     "VirtioPciDriver", "VqSpec", "DmaKind", "HostMemory", "DeviceTraffic", "TrafficMonitor",
     "MmioCounters", "NotVirtio", "VirtioPciTransport", "find_virtio_functions", "NoSpace",
     "SplitVirtqueue", "VirtqueueBroken", "VirtqueueStats", "BlkWorkload", "GoldenDisk", "Mix",
-    "WorkloadConfig", "WorkloadResult",
+    "WorkloadConfig", "WorkloadResult", "run_requests", "wait_for",
 ]

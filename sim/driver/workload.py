@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
-from cocotb.triggers import Event
+from cocotb.triggers import Event, First, Timer
 from cocotb.utils import get_sim_time
 
 from hdl.virtio.spec import (
@@ -30,7 +30,8 @@ from hdl.virtio.spec import (
 from .blk import BlkRequest, VirtioBlk, percentile
 from .virtqueue import VirtqueueStats
 
-__all__ = ["Mix", "WorkloadConfig", "WorkloadResult", "GoldenDisk", "BlkWorkload"]
+__all__ = ["Mix", "WorkloadConfig", "WorkloadResult", "GoldenDisk", "BlkWorkload",
+           "run_requests", "wait_for"]
 
 log = logging.getLogger(__name__)
 
@@ -347,3 +348,27 @@ class BlkWorkload:
             if req.result != self.serial:
                 result.failures.append(f"{what}: GET_ID returned {req.result!r}, expected "
                                        f"{self.serial!r}")
+
+
+async def run_requests(blk: VirtioBlk, reqs: Sequence[BlkRequest], depth: int,
+                       queue: int | None = 0) -> None:
+    """Submit ``reqs`` in order to ``queue`` (None: the driver picks, as for ``submit``), at
+    most ``depth`` in flight; wait for all of them."""
+    in_flight: list[BlkRequest] = []
+    for req in reqs:
+        while len(in_flight) >= depth:
+            await First(*(r._done.wait() for r in in_flight))
+            in_flight = [r for r in in_flight if not r.done]
+        await blk.submit(req, queue)
+        in_flight.append(req)
+    for req in reqs:
+        await req.wait()
+
+
+async def wait_for(condition, *, timeout_ns: int = 2_000_000, step_ns: int = 500) -> None:
+    """Let simulated time pass until ``condition()`` holds; fail after ``timeout_ns``."""
+    waited = 0
+    while not condition():
+        assert waited < timeout_ns, "condition not reached in time"
+        await Timer(step_ns, "ns")
+        waited += step_ns

@@ -9,13 +9,13 @@ the spec for the status register; never from the RTL's own outputs.
 from __future__ import annotations
 
 import cocotb
-from cocotb.triggers import Timer, with_timeout
+from cocotb.triggers import with_timeout
 
 from hdl.virtio.spec import (
     DeviceStatus, Feature, VirtioBlkStatus, VirtioBlkType, feature_mask,
 )
 from sim.blk_device_tb import BlkDeviceTB, pattern
-from sim.driver import BlkRequest, Mix, WorkloadConfig
+from sim.driver import BlkRequest, Mix, WorkloadConfig, wait_for
 from sim.model.blk import BlkDeviceModel, Disk, encode_request_header
 
 SECTOR = 512
@@ -221,11 +221,7 @@ async def needs_reset_and_recovery(dut):
     d = vq.ring.desc(head)
     vq.ring.set_desc(head, d._replace(flags=d.flags | _INDIRECT))
     await vq.kick()
-    for _ in range(400):
-        if blk.irq_stats.config:
-            break
-        await Timer(500, "ns")
-    assert blk.irq_stats.config >= 1, "no configuration change interrupt"
+    await wait_for(lambda: blk.irq_stats.config >= 1, timeout_ns=200_000)
     status = await blk.driver.transport.get_status()
     assert status & DeviceStatus.DEVICE_NEEDS_RESET, f"status {status:#x}"
     assert not req.done
@@ -235,10 +231,7 @@ async def needs_reset_and_recovery(dut):
     # Reset in the middle of traffic: requests the device returned complete, others abort.
     workload = tb.workload(blk)
     task = cocotb.start_soon(workload.run(WorkloadConfig(requests=200, queue_depth=32)))
-    for _ in range(2000):
-        if sum(blk.stats.completed.values()) >= 60:
-            break
-        await Timer(500, "ns")
+    await wait_for(lambda: sum(blk.stats.completed.values()) >= 60, timeout_ns=1_000_000)
     in_flight = sum(q.vq.outstanding for q in blk.queues)
     aborted = await blk.reset_device(reinit=False)
     assert await blk.driver.transport.get_status() == 0

@@ -14,7 +14,7 @@ import random
 from collections import Counter
 
 import cocotb
-from cocotb.triggers import First, Timer
+from cocotb.triggers import Timer
 from cocotbext.pcie.core import RootComplex
 from cocotbext.pcie.core.caps import PciCapId
 
@@ -25,7 +25,7 @@ from hdl.virtio.spec import (
 from sim.driver import (
     BLK_DRIVER_FEATURES, TRANSPORT_FEATURES, BlkRequest, BlkWorkload, DriverError,
     FeaturesRefused, GoldenDisk, HostMemory, IrqMode, Mix, TrafficMonitor, VirtioBlk,
-    WorkloadConfig, find_virtio_functions,
+    WorkloadConfig, find_virtio_functions, run_requests, wait_for,
 )
 from sim.driver.transport import COMMON_CFG_MIN_BYTES
 from sim.refdev import (
@@ -104,29 +104,6 @@ def _with_image(config: RefDeviceConfig, rng: random.Random) -> RefDeviceConfig:
 def check(result, what: str) -> None:
     assert not result.failures, f"{what}: {len(result.failures)} failures, first: " \
                                 f"{result.failures[:5]}"
-
-
-async def wait_for(condition, *, timeout_ns: int = 2_000_000, step_ns: int = 500) -> None:
-    """Let simulated time pass until ``condition()`` holds."""
-    waited = 0
-    while not condition():
-        assert waited < timeout_ns, "condition not reached in time"
-        await Timer(step_ns, "ns")
-        waited += step_ns
-
-
-async def run_requests(blk: VirtioBlk, reqs: list[BlkRequest], depth: int,
-                       queue: int = 0) -> None:
-    """Submit ``reqs`` in order to ``queue``, at most ``depth`` in flight; wait for all."""
-    in_flight: list[BlkRequest] = []
-    for req in reqs:
-        while len(in_flight) >= depth:
-            await First(*(r._done.wait() for r in in_flight))
-            in_flight = [r for r in in_flight if not r.done]
-        await blk.submit(req, queue)
-        in_flight.append(req)
-    for req in reqs:
-        await req.wait()
 
 
 def queue_totals(function, attr: str) -> int:
