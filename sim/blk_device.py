@@ -9,7 +9,11 @@ the demo, the tests and the benchmark use.
 """
 from __future__ import annotations
 
+import functools
+import json
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 from amaranth.hdl import Module
 from amaranth.lib import wiring
@@ -19,7 +23,7 @@ from hdl.pcie.params import LinkParams
 from hdl.top import VirtioBlkDevice, VirtioBlkDeviceParams
 from hdl.virtio.virtio_pci_device import VirtioPciDeviceParams
 
-__all__ = ["BlkDeviceHarness", "PRESETS", "device_params", "make_top", "CLOCK_NS"]
+__all__ = ["BlkDeviceHarness", "PRESETS", "device_params", "make_top", "run_job", "CLOCK_NS"]
 
 CLOCK_NS = 8
 """The user clock of the simulations: 125 MHz, what a Gen1 x1 / Gen2 x1 core gives."""
@@ -101,3 +105,26 @@ class BlkDeviceHarness(wiring.Component):
 
 def make_top(knobs: Mapping[str, object]) -> BlkDeviceHarness:
     return BlkDeviceHarness(device_params(knobs))
+
+
+def run_job(preset: str, testcase: str, job: Mapping[str, object],
+            seed: int | None = None) -> tuple[dict, str | None]:
+    """Run one job of ``sim/blk_device_tb.py`` (``demo`` or ``bench``) on the ``preset``
+    build: the job goes in as JSON in ``BLK_JOB``, the testbench writes its results to the
+    file named by ``BLK_RESULT``. Returns ``(results, error)``: the results written (empty
+    if none were) and, when the cocotb test failed, the runner's message, else None."""
+    from sim.runner import run
+
+    knobs = PRESETS[preset]
+    with tempfile.TemporaryDirectory() as tmp:
+        result_file = Path(tmp) / "result.json"
+        error = None
+        try:
+            run(functools.partial(make_top, knobs), toplevel="blk_device",
+                test_module="sim.blk_device_tb", params=knobs, testcase=testcase,
+                extra_env={"BLK_JOB": json.dumps(job), "BLK_RESULT": str(result_file)},
+                seed=seed, public="ports")
+        except AssertionError as exc:
+            error = str(exc)
+        results = json.loads(result_file.read_text()) if result_file.exists() else {}
+    return results, error

@@ -10,11 +10,9 @@ failed, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -108,27 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=max(Console().width, 110))
     if args.waves:
         os.environ["WAVES"] = "1"
-    from sim.blk_device import PRESETS, make_top
-    from sim.runner import run
+    from sim.blk_device import run_job
 
-    knobs = PRESETS[args.build]
     job = {"queue_depths": args.queue_depth, "requests": args.requests,
            "in_order": args.in_order}
-    with tempfile.TemporaryDirectory() as tmp:
-        result_file = Path(tmp) / "result.json"
-        start = time.monotonic()
-        error = None
-        with console.status("building the device (Amaranth -> Verilog -> Verilator; cached "
-                            "after the first run) and simulating...", spinner="dots"):
-            try:
-                run(functools.partial(make_top, knobs), toplevel="blk_device",
-                    test_module="sim.blk_device_tb", params=knobs, testcase="demo",
-                    extra_env={"BLK_JOB": json.dumps(job), "BLK_RESULT": str(result_file)},
-                    seed=args.seed, public="ports")
-            except AssertionError as exc:
-                error = str(exc)
-        wall = time.monotonic() - start
-        res = json.loads(result_file.read_text()) if result_file.exists() else {}
+    start = time.monotonic()
+    with console.status("building the device (Amaranth -> Verilog -> Verilator; cached "
+                        "after the first run) and simulating...", spinner="dots"):
+        res, error = run_job(args.build, "demo", job, args.seed)
+    wall = time.monotonic() - start
     _report(console, res, wall)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

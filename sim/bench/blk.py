@@ -28,10 +28,8 @@ Figures, all in simulated time at the 125 MHz user clock:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,17 +43,12 @@ LINK_PRESETS = {"gen1x1": "bench_gen1x1", "gen2x4": "bench_gen2x4"}
 
 def run_link(link: str, job: dict, seed: int | None) -> list[dict]:
     """Build the device for ``link`` and run ``job`` (see ``sim.blk_device_tb.bench``)."""
-    from sim.blk_device import PRESETS, make_top
-    from sim.runner import run
+    from sim.blk_device import run_job
 
-    knobs = PRESETS[LINK_PRESETS[link]]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "bench.json"
-        run(functools.partial(make_top, knobs), toplevel="blk_device",
-            test_module="sim.blk_device_tb",
-            params=knobs, testcase="bench", public="ports", seed=seed,
-            extra_env={"BLK_JOB": json.dumps(job), "BLK_RESULT": str(out)})
-        return json.loads(out.read_text())["rows"]
+    results, error = run_job(LINK_PRESETS[link], "bench", job, seed)
+    if error:
+        raise AssertionError(error)
+    return results["rows"]
 
 
 def _table(rows: list[dict]) -> Table:
