@@ -40,8 +40,9 @@ class RamDisk(wiring.Component):
     * a WRITE's data is taken as it comes (commands in order, one beat per clock, whatever
       the waits) and written at once; its ``done`` comes once its wait is over and all its
       data is in;
-    * a FLUSH is taken only while no WRITE is pending (so every earlier WRITE is done, and
-      a RAM disk is then as durable as it gets), and is done after its wait.
+    * a FLUSH is taken only once every earlier WRITE's ``done`` has been taken (so those
+      WRITEs are done, and a RAM disk is then as durable as it gets), and is done after its
+      wait.
 
     Waits of different lengths make later commands overtake earlier ones, which is what the
     request engine and the reorder buffers must cope with. Nothing ever fails (``error`` is
@@ -185,9 +186,14 @@ class RamDisk(wiring.Component):
             return found, index
 
         free_found, free_slot = pick(lambda s: ~s.valid)
+        # A WRITE is pending from its acceptance until its done has been taken: its slot is
+        # freed when the done is loaded into the output register, where it may still wait.
+        done_valid = Signal()
+        done_is_write = Signal()
         writes_pending = Signal()
         m.d.comb += writes_pending.eq(
-            sum((s.valid & (s.op == StorageOp.WRITE)) for s in slots) != 0)
+            (sum((s.valid & (s.op == StorageOp.WRITE)) for s in slots) != 0)
+            | (done_valid & done_is_write))
 
         # WRITE data arrives in command order: the slots of accepted WRITEs, in order.
         m.submodules.write_order = order = fifo.SyncFIFOBuffered(width=slot_bits,
@@ -203,11 +209,11 @@ class RamDisk(wiring.Component):
         # --- completions: done for WRITE / FLUSH, bursts for READ ---------------------------------
         done_found, done_slot = pick(lambda s: s.valid & (s.timer == 0) & (
             ((s.op == StorageOp.WRITE) & s.data_in) | (s.op == StorageOp.FLUSH)))
-        done_valid = Signal()
         done_tag = Signal(self.tag_width)
         load_done = done_found & (~done_valid | st.done.ready)
         with m.If(load_done):
-            m.d.sync += [done_valid.eq(1), done_tag.eq(slots[done_slot].tag)]
+            m.d.sync += [done_valid.eq(1), done_tag.eq(slots[done_slot].tag),
+                         done_is_write.eq(slots[done_slot].op == StorageOp.WRITE)]
         with m.Elif(st.done.ready):
             m.d.sync += done_valid.eq(0)
         m.d.comb += [st.done.valid.eq(done_valid), st.done.payload.tag.eq(done_tag),
