@@ -1,11 +1,9 @@
 """ReadAligner: buffer-image beats of any alignment become byte-packed client beats."""
 import random
 
-from amaranth.sim import Simulator
-
 from hdl.pcie.dma.read_aligner import ReadAligner
 from hdl.pcie.dma_port import DmaError
-from tests.unit.sim_streams import recv, send, seed
+from tests.unit.sim_streams import run_desc_inp_out, seed
 
 
 def run_aligner(width: int, commands, rng: random.Random):
@@ -25,23 +23,7 @@ def run_aligner(width: int, commands, rng: random.Random):
         first_err = next((e for e in errors if e != DmaError.NONE), DmaError.NONE)
         expect.append((image[shift:shift + length], False, first_err))
     out_count = sum(1 if bad else (length + B - 1) // B for _, length, bad, _, _ in commands)
-    result = []
-
-    async def tb_desc(ctx):
-        await send(ctx, dut.desc, descs, rng)
-
-    async def tb_inp(ctx):
-        await send(ctx, dut.inp, beats, rng)
-
-    async def tb_out(ctx):
-        result.extend(await recv(ctx, dut.out, out_count, rng))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb_desc, background=True)
-    sim.add_testbench(tb_inp, background=True)
-    sim.add_testbench(tb_out)
-    sim.run()
+    result = run_desc_inp_out(dut, descs, beats, out_count, rng)
     return expect, result
 
 

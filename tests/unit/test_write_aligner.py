@@ -1,10 +1,8 @@
 """WriteAligner: byte-packed client beats become DW-aligned TLP payloads."""
 import random
 
-from amaranth.sim import Simulator
-
 from hdl.pcie.dma.write_aligner import WriteAligner
-from tests.unit.sim_streams import recv, send, seed
+from tests.unit.sim_streams import run_desc_inp_out, seed
 
 
 def split_command(addr: int, length: int, mps: int):
@@ -41,23 +39,7 @@ def run_case(width: int, rng: random.Random, count: int):
             expect.append((a % 4, payload[off:off + n]))
             off += n
     out_count = sum((pad + len(p) + B - 1) // B for pad, p in expect)
-    result = []
-
-    async def tb_desc(ctx):
-        await send(ctx, dut.desc, descs, rng)
-
-    async def tb_inp(ctx):
-        await send(ctx, dut.inp, beats, rng)
-
-    async def tb_out(ctx):
-        result.extend(await recv(ctx, dut.out, out_count, rng))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb_desc, background=True)
-    sim.add_testbench(tb_inp, background=True)
-    sim.add_testbench(tb_out)
-    sim.run()
+    result = run_desc_inp_out(dut, descs, beats, out_count, rng)
 
     it = iter(result)
     for pad, payload in expect:
