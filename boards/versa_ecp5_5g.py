@@ -37,8 +37,11 @@ class VersaEcp55GBoard(Board):
     device = f"{VersaECP55GPlatform.device}-{VersaECP55GPlatform.speed}{VersaECP55GPlatform.package}"
     pcie = "Gen1 x1 edge; soft PCIe stack not built yet"
     toolchain = "YoWASP Yosys + nextpnr-ecp5 (PyPI)"
-    # The clock a Gen1 x1 soft stack on the DCUA hands over (16-bit PCS words at 2.5 GT/s).
-    target_mhz = 125.0
+    # The device's clock behind a Gen1 x1 soft stack: the link carries 250 MB/s (2.5 GT/s,
+    # 8b/10b); the 64-bit TLP streams at 62.5 MHz carry 500 MB/s, twice that, the same
+    # width/clock pair the 7-series block uses for Gen1 x1 (PG054, user_clk for a 64-bit
+    # interface). The stack's PCS side (16-bit words at 125 MHz) crosses into this domain.
+    target_mhz = 62.5
     flow = "out of context (Yosys synth_ecp5, nextpnr-ecp5 --out-of-context), no bitstream"
 
     def params(self) -> DeviceParams:

@@ -30,6 +30,7 @@ CLOCK_NS = 8
 
 _PCI_KNOBS = ("width", "num_queues", "msix_vectors", "bar_64bit", "max_queue_size",
               "reorder_depth", "max_batch", "max_block", "max_chain_len", "max_used_batch",
+              "fetch_low_water",
               "dma_tags", "dma_cpl_buffer_bytes", "dma_read_slots")
 _BLK_KNOBS = ("capacity", "disk_banks", "disk_stripe", "disk_jitter", "disk_slots",
               "size_max", "max_requests", "max_descriptors", "max_chunk", "max_reads",
@@ -37,13 +38,15 @@ _BLK_KNOBS = ("capacity", "disk_banks", "disk_stripe", "disk_jitter", "disk_slot
 
 _BASE = dict(width=64, num_queues=2, msix_vectors=3, bar_64bit=False, link_speed=1,
              link_width=1, max_queue_size=256, reorder_depth=64, max_batch=16, max_block=32,
-             max_chain_len=64, max_used_batch=16, dma_tags=32, dma_cpl_buffer_bytes=4096,
-             dma_read_slots=16, capacity=256, disk_banks=4, disk_stripe=8,
+             max_chain_len=64, max_used_batch=16, fetch_low_water=8, dma_tags=32,
+             dma_cpl_buffer_bytes=4096, dma_read_slots=16, capacity=256, disk_banks=4, disk_stripe=8,
              disk_latency=[4, 40, 120, 400], disk_jitter=16, disk_slots=16,
              serial="virtio-inorder-0001", size_max=65536, max_requests=16,
              max_descriptors=16, max_chunk=4096, max_reads=16, max_writes=16)
 
 PRESETS: dict[str, dict] = {
+    # Every preset fetches a queue's available ring only at 8 or fewer buffers in flight, so
+    # a deep queue is fetched in batches (hdl/virtio/avail_fetcher.py, docs/device.md).
     # The demo's and the tests' main build: MSI-X, two queues, a 128 KiB disk whose banks
     # answer after 32 ns .. 3.2 us, so requests finish out of order.
     "msix": dict(_BASE),

@@ -63,8 +63,10 @@ def pattern(sector: int, count: int, salt: int = 0) -> bytes:
 class BlkDeviceTB:
     """Clock, reset, root complex and bridge around the device; drivers on demand."""
 
-    def __init__(self, dut, *, rx_idle: float = 0.0, tx_backpressure: float = 0.0):
+    def __init__(self, dut, *, rx_idle: float = 0.0, tx_backpressure: float = 0.0,
+                 clock_ns: float = CLOCK_NS):
         self.dut = dut
+        self.clock_ns = clock_ns
         self.params = json.loads(os.environ["DUT_PARAMS"])
         self.log = logging.getLogger("cocotb.blk_device_tb")
         for name in ("cocotb.pcie", "sim.driver", "cocotb.pcie_bridge"):
@@ -73,7 +75,7 @@ class BlkDeviceTB:
         logging.getLogger("cocotb.pcie.RootComplex").setLevel(logging.ERROR)
         self.rng = random.Random(random.getrandbits(32))    # cocotb seeds random from SEED
         p = self.params
-        Clock(dut.clk, CLOCK_NS, unit="ns").start()
+        Clock(dut.clk, clock_ns, unit="ns").start()
         self.rc = RootComplex()
         self.rc.max_payload_size = 1            # 256 bytes: what the device supports
         self.bridge = PcieBridge(dut, dut.clk, width=p["width"], link_speed=p["link_speed"],
@@ -165,8 +167,8 @@ class BlkDeviceTB:
         """A payload rate as a fraction of the link's payload limit for ``size``-byte
         transfers at Max_Payload_Size 256 (``sim.model.pcie_link``)."""
         link = LINKS[self.link_name]
-        limit = payload_limit(link, 1e9 / CLOCK_NS, size, 256)     # bytes per clock
-        return bytes_per_ns * CLOCK_NS / limit
+        limit = payload_limit(link, 1e9 / self.clock_ns, size, 256)     # bytes per clock
+        return bytes_per_ns * self.clock_ns / limit
 
 
 def _summary(result) -> dict:
@@ -252,7 +254,7 @@ async def bench(dut):
     (one buffer each, no scatter, no indirect needed) on queue 0; rates over the whole run,
     at least 4 x ``qd`` requests."""
     job = _job()
-    tb = BlkDeviceTB(dut)
+    tb = BlkDeviceTB(dut, clock_ns=job.get("clock_ns", CLOCK_NS))
     await tb.start()
     size = job.get("size", 4096)
     out = []
@@ -278,6 +280,7 @@ async def bench(dut):
                     rate = (result.bytes_read + result.bytes_written) / result.elapsed_ns
                     row = {
                         "op": op, "qd": qd, "link": tb.link_name, "in_order": in_order,
+                        "clock_mhz": 1e3 / tb.clock_ns,
                         "link_efficiency": tb.link_efficiency(rate, size),
                         "iops": rate * 1e9 / size,
                         "control_tlps_per_request": result.device_control_tlps

@@ -12,7 +12,7 @@ from hdl.virtio.spec import (
 from hdl.virtio.virtqueue_port import QUEUE_BITS, VirtqConfig, VirtqError, VirtqErrorKind, \
     VirtqFeatures
 
-__all__ = ["AvailFetcher", "head_layout", "block_layout", "queue_usable"]
+__all__ = ["AvailFetcher", "head_layout", "block_layout", "queue_usable", "check_low_water"]
 
 head_layout = data.StructLayout({
     "queue": unsigned(QUEUE_BITS),
@@ -41,11 +41,21 @@ def queue_usable(cfg, max_queue_size: int):
             & (size <= max_queue_size))
 
 
+def check_low_water(low_water, reorder_depth: int) -> None:
+    """Raise ``ValueError`` unless ``low_water`` is an integer from 1 to ``reorder_depth``."""
+    if (not isinstance(low_water, int) or isinstance(low_water, bool)
+            or not 1 <= low_water <= reorder_depth):
+        raise ValueError(f"fetch low water must be an integer from 1 to the reorder depth "
+                         f"{reorder_depth}, not {low_water!r}")
+
+
 def _min(*values):
-    result = values[0]
-    for value in values[1:]:
-        result = Mux(value < result, value, result)
-    return result
+    """The smallest of ``values``, as a balanced tree of compares (log2(n) deep, not n - 1)."""
+    if len(values) == 1:
+        return values[0]
+    half = len(values) // 2
+    low, high = _min(*values[:half]), _min(*values[half:])
+    return Mux(high < low, high, low)
 
 
 class AvailFetcher(wiring.Component):
@@ -58,6 +68,14 @@ class AvailFetcher(wiring.Component):
     entries are then read in batches of up to ``max_batch`` (never across the end of the ring,
     never more than the reorder credit ``reorder_depth`` minus the elements in flight, never
     more than the walker's FIFOs have room for, so the ring read's data is always taken).
+
+    A queue with more than ``low_water`` elements in flight reads neither ``avail->idx`` nor
+    entries: a doorbell stays pending until enough elements retire, and the queue then
+    fetches everything the driver published meanwhile with one index read, one ring read and
+    (IN_ORDER) one descriptor block read. While the backend has ``low_water`` elements to
+    work on, this turns a driver that adds one buffer per completion (a deep, saturated
+    queue) from four control reads per buffer into about one per batch. ``low_water`` equal
+    to ``reorder_depth`` fetches whenever there is credit.
 
     ``avail->idx`` more than Queue Size ahead of ``next_avail`` (or behind it) stops the queue
     with AVAIL_IDX_JUMP (``docs/robustness.md``).
@@ -92,6 +110,9 @@ class AvailFetcher(wiring.Component):
         Most available ring entries per read (power of two).
     max_block : int
         Most descriptors per block read (power of two).
+    low_water : int or None
+        Elements in flight at or below which a queue reads its available ring, 1 to
+        ``reorder_depth``; ``None`` (default) means ``reorder_depth``.
 
     Attributes
     ----------
@@ -124,10 +145,15 @@ class AvailFetcher(wiring.Component):
     """
 
     def __init__(self, *, num_queues: int, max_queue_size: int, reorder_depth: int,
-                 width: int = 64, max_batch: int = 32, max_block: int = 64):
+                 width: int = 64, max_batch: int = 32, max_block: int = 64,
+                 low_water: int | None = None):
         for name, value in (("max_batch", max_batch), ("max_block", max_block)):
             if value < 1 or value & (value - 1):
                 raise ValueError(f"{name} must be a power of two, not {value}")
+        if low_water is None:
+            low_water = reorder_depth
+        check_low_water(low_water, reorder_depth)
+        self.low_water = low_water
         self.num_queues = num_queues
         self.max_queue_size = max_queue_size
         self.reorder_depth = reorder_depth
@@ -223,12 +249,17 @@ class AvailFetcher(wiring.Component):
         want_idx = Signal(nq)
         want_ent = Signal(nq)
         for q in range(nq):
+            # Whether the queue is at or below its low water mark, registered: a cycle late
+            # is harmless, the reorder credit below is exact.
+            fetching = Signal(init=1, name=f"fetching{q}")
+            if self.low_water < depth:
+                m.d.sync += fetching.eq(inflight[q] <= self.low_water)
             m.d.comb += [
-                want_idx[q].eq(usable[q] & kick[q] & ~idx_busy[q]),
+                want_idx[q].eq(usable[q] & kick[q] & ~idx_busy[q] & fetching),
                 # Known entries are fetched while a new avail->idx is being read: waiting
                 # for it would stall the queue for a read's round trip.
                 want_ent[q].eq(usable[q] & (shadow[q] != next_avail[q])
-                               & (inflight[q] < depth)),
+                               & (inflight[q] < depth) & fetching),
             ]
         rr_last = Signal(range(max(nq, 2)))
         can_issue = (~self.ring_rd.cmd.valid & tags.w_rdy & ~self.quiesce
@@ -362,6 +393,12 @@ class AvailFetcher(wiring.Component):
                 groups.eq(0),
             ]
 
+        # Three stages, so that no cycle holds more than one or two carry chains (the
+        # grouping decision was the device's critical path on the ECP5):
+        #   1. a head leaves the beat FIFO into ``h_head``;
+        #   2. it joins the open group or opens a new one; a closing group's figures are
+        #      registered into ``c_*``;
+        #   3. the closing group's block description and descriptor read are written.
         head = Signal(16)
         m.d.comb += head.eq(beats.r_data.word_select(lane, 16))
         step = busy & ~finishing & ~self.quiesce & beats.r_rdy & (position != cur.count)
@@ -375,77 +412,105 @@ class AvailFetcher(wiring.Component):
             with m.If(last_entry):
                 m.d.sync += finishing.eq(1)
 
-        good = step & ~cur.error
-        # Does this head continue the current group? (IN_ORDER only, §2.7.9)
+        # Stage 1. A head waiting here while the engine quiesces stays until the reset.
+        h_valid = Signal()
+        h_head = Signal(16)
+        with m.If(step):
+            m.d.sync += [h_valid.eq(~cur.error), h_head.eq(head)]
+        with m.Elif(~self.quiesce):
+            m.d.sync += h_valid.eq(0)
+
+        # Stage 2: does this head continue the current group? (IN_ORDER only, §2.7.9)
+        good = h_valid & ~self.quiesce
+        drained = busy & finishing & ~h_valid & ~self.quiesce   # every head has had stage 2
         continues = Signal()
-        m.d.comb += continues.eq(g_active & in_order & (head > g_prev) & (head < p_size)
-                                 & (head - g_base < max_block))
+        m.d.comb += continues.eq(g_active & in_order & (h_head > g_prev) & (h_head < p_size)
+                                 & (h_head - g_base < max_block))
         close = Signal()                # close the current group now
-        m.d.comb += close.eq(g_active & ((good & ~continues)
-                                         | (busy & finishing & ~self.quiesce)))
+        m.d.comb += close.eq(g_active & ((good & ~continues) | drained))
         with m.If(good):
             m.d.comb += [
                 head_fifo.w_en.eq(1),
-                head_fifo.w_data.eq(Cat(p_q, head)),
+                head_fifo.w_data.eq(Cat(p_q, h_head)),
             ]
             with m.If(continues):
                 m.d.sync += [
                     g_prev2.eq(g_prev),
-                    g_prev.eq(head),
+                    g_prev.eq(h_head),
                     g_heads.eq(g_heads + 1),
                 ]
             with m.Else():
                 m.d.sync += [
                     g_active.eq(1),
-                    g_base.eq(head),
-                    g_prev.eq(head),
+                    g_base.eq(h_head),
+                    g_prev.eq(h_head),
                     g_heads.eq(1),
                 ]
 
         head_step = Signal(16)
-        m.d.comb += head_step.eq(head - last_head[p_q])
+        m.d.comb += head_step.eq(h_head - last_head[p_q])
 
-        # The block read of a closing group.
-        guess = Signal(range(max_block + 1))
-        span = Signal(17)
-        blk_count = Signal(range(max_block + 1))
         # The last chain's length: up to the head that closes the group if there is one
         # (IN_ORDER drivers place chains back to back, §2.7.9), else as long as the one
         # before it, else as long as the queue's chains have been.
+        guess = Signal(range(max_block + 1))
         to_head = Signal(16)
-        m.d.comb += to_head.eq(head - g_prev)
+        m.d.comb += to_head.eq(h_head - g_prev)
         with m.If(good & (to_head != 0) & (to_head <= max_block)):
             m.d.comb += guess.eq(to_head)
         with m.Elif(g_heads >= 2):
             m.d.comb += guess.eq(_min(g_prev - g_prev2, Const(max_block)))
         with m.Else():
             m.d.comb += guess.eq(stride[p_q])
-        m.d.comb += span.eq(g_prev - g_base + guess)
-        with m.If(g_base >= p_size):
-            m.d.comb += blk_count.eq(0)
-        with m.Elif(~in_order):
-            m.d.comb += blk_count.eq(1)
-        with m.Else():
-            m.d.comb += blk_count.eq(_min(span, p_size - g_base, Const(max_block)))
-        blk_in = data.View(blk_layout, block_fifo.w_data)
-        cmd_in = data.View(dma_cmd_layout, cmd_fifo.w_data)
+
+        c_valid = Signal()
+        c_base = Signal(16)
+        c_heads = Signal(range(self.max_batch + 1))
+        c_reach = Signal(16)            # last head - base
+        c_guess = Signal(range(max_block + 1))
+        c_room = Signal(16)             # descriptors from base to the end of the table
+        c_outside = Signal()            # base is not a descriptor of the table
+        m.d.sync += c_valid.eq(close)
         with m.If(close):
-            m.d.comb += [
-                block_fifo.w_en.eq(1),
-                blk_in.queue.eq(p_q),
-                blk_in.base.eq(g_base),
-                blk_in.count.eq(blk_count),
-                blk_in.heads.eq(g_heads),
-                cmd_fifo.w_en.eq(blk_count != 0),
-                cmd_in.addr.eq(p_cfg.desc + g_base * VIRTQ_DESC_BYTES),
-                cmd_in.len.eq(blk_count * VIRTQ_DESC_BYTES),
+            m.d.sync += [
+                c_base.eq(g_base),
+                c_heads.eq(g_heads),
+                c_reach.eq(g_prev - g_base),
+                c_guess.eq(guess),
+                c_room.eq(p_size - g_base),
+                c_outside.eq(g_base >= p_size),
             ]
             m.d.sync += groups.eq(groups + 1)
             with m.If(~good):
                 m.d.sync += g_active.eq(0)
 
+        # Stage 3: the block read of a closed group (it completes even while quiescing: the
+        # decision was taken before; ``quiet`` waits for it).
+        span = Signal(17)
+        blk_count = Signal(range(max_block + 1))
+        m.d.comb += span.eq(c_reach + c_guess)
+        with m.If(c_outside):
+            m.d.comb += blk_count.eq(0)
+        with m.Elif(~in_order):
+            m.d.comb += blk_count.eq(1)
+        with m.Else():
+            m.d.comb += blk_count.eq(_min(span, c_room, Const(max_block)))
+        blk_in = data.View(blk_layout, block_fifo.w_data)
+        cmd_in = data.View(dma_cmd_layout, cmd_fifo.w_data)
+        with m.If(c_valid):
+            m.d.comb += [
+                block_fifo.w_en.eq(1),
+                blk_in.queue.eq(p_q),
+                blk_in.base.eq(c_base),
+                blk_in.count.eq(blk_count),
+                blk_in.heads.eq(c_heads),
+                cmd_fifo.w_en.eq(blk_count != 0),
+                cmd_in.addr.eq(p_cfg.desc + c_base * VIRTQ_DESC_BYTES),
+                cmd_in.len.eq(blk_count * VIRTQ_DESC_BYTES),
+            ]
+
         # End of a batch: release unused reservations; maybe ask for an avail_event write.
-        done_batch = busy & finishing & ~g_active & ~self.quiesce
+        done_batch = drained & ~g_active & ~c_valid
         unused_blocks = Signal(range(self.max_batch + 1))
         with m.If(cur.error):
             m.d.comb += unused_blocks.eq(cur.count)
@@ -514,7 +579,7 @@ class AvailFetcher(wiring.Component):
                 - (self.credit.valid & (self.credit.payload == q)))
             # Learn the queue's chain length from the distance between consecutive heads.
             with m.If(good & in_order & (p_q == q)):
-                m.d.sync += last_head[q].eq(head)
+                m.d.sync += last_head[q].eq(h_head)
                 with m.If((head_step != 0) & (head_step <= max_block)):
                     m.d.sync += stride[q].eq(head_step)
             with m.If(ae_start & (ae_sel == q)):
@@ -561,7 +626,7 @@ class AvailFetcher(wiring.Component):
                                    | (ae_fail & (ae_q == q)))
         m.d.comb += [
             self.stop.eq(stop),
-            self.quiet.eq(~self.ring_rd.cmd.valid & (cmd_fifo.level == 0)
+            self.quiet.eq(~self.ring_rd.cmd.valid & (cmd_fifo.level == 0) & ~c_valid
                           & ((ae_state == 0) | (ae_state == 3))),
         ]
         return m

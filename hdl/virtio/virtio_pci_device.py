@@ -19,6 +19,7 @@ from hdl.virtio.device_backend import check_backend
 from hdl.virtio.spec import Feature, MAX_QUEUE_SIZE, feature_mask
 from hdl.virtio.transport_map import PCI_CFG_CAP_INDEX, TransportMap
 from hdl.virtio.virtio_pci_transport import TransportCounters, VirtioPciTransport
+from hdl.virtio.avail_fetcher import check_low_water
 from hdl.virtio.virtqueue_engine import VirtqueueEngine
 from hdl.virtio.virtqueue_port import MAX_QUEUES, VirtqError, VirtqStats
 
@@ -58,7 +59,7 @@ class VirtioPciDeviceParams:
         BAR0 read served), ``transport_map`` (BAR0 layout and capabilities).
     Virtqueue engine
         ``num_queues`` (1..16), ``max_queue_size``, ``reorder_depth``, ``max_batch``,
-        ``max_block``, ``max_chain_len``, ``max_used_batch`` (see
+        ``max_block``, ``max_chain_len``, ``max_used_batch``, ``fetch_low_water`` (see
         :class:`~hdl.virtio.virtqueue_engine.VirtqueueEngine`).
     DMA engine
         ``dma_tags``, ``dma_cpl_buffer_bytes``, ``dma_read_slots``, ``dma_timeout`` (see
@@ -82,6 +83,7 @@ class VirtioPciDeviceParams:
     max_block: int = 64
     max_chain_len: int = 128
     max_used_batch: int = 32
+    fetch_low_water: int | None = None
     dma_tags: int = 32
     dma_cpl_buffer_bytes: int = 4096
     dma_read_slots: int = 32
@@ -106,6 +108,8 @@ class VirtioPciDeviceParams:
                f"(virtio 1.2 §2.7), not {self.max_queue_size!r}")
         _check(_power_of_two(self.reorder_depth),
                f"reorder_depth must be a power of two, not {self.reorder_depth!r}")
+        if self.fetch_low_water is not None:
+            check_low_water(self.fetch_low_water, self.reorder_depth)
         _check(isinstance(self.features, int) and not self.features & ~TRANSPORT_FEATURES
                and self.features >> Feature.VERSION_1 & 1,
                f"features {self.features!r} must be a subset of the transport features "
@@ -195,7 +199,7 @@ class VirtioPciDevice(wiring.Component):
             num_queues=p.num_queues, max_queue_size=p.max_queue_size,
             reorder_depth=p.reorder_depth, data_width=p.width, max_batch=p.max_batch,
             max_block=p.max_block, max_chain_len=p.max_chain_len,
-            max_used_batch=p.max_used_batch)
+            max_used_batch=p.max_used_batch, fetch_low_water=p.fetch_low_water)
         self.dma = DmaEngine(
             read_channels=_ENGINE_READ_CHANNELS + backend.read_channels,
             write_channels=_ENGINE_WRITE_CHANNELS + backend.write_channels,

@@ -5,7 +5,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from hdl.pcie.dma_port import MAX_DMA_LEN, ReadChannelSignature, WriteChannelSignature
-from hdl.virtio.avail_fetcher import AvailFetcher
+from hdl.virtio.avail_fetcher import AvailFetcher, check_low_water
 from hdl.virtio.chain_walker import ChainWalker
 from hdl.virtio.dma_read_arbiter import DmaReadArbiter
 from hdl.virtio.dma_write_arbiter import DmaWriteArbiter
@@ -75,6 +75,11 @@ class VirtqueueEngine(wiring.Component):
     max_used_batch : int
         Most used elements written with one command without IN_ORDER (power of two).
         Default 32.
+    fetch_low_water : int or None
+        A queue with more elements than this in flight does not read its available ring
+        until enough retire, so a saturated queue fetches in batches instead of one buffer
+        per doorbell (:class:`~hdl.virtio.avail_fetcher.AvailFetcher`). 1 to
+        ``reorder_depth``; ``None`` (default) fetches whenever there is reorder credit.
 
     Attributes
     ----------
@@ -132,7 +137,8 @@ class VirtqueueEngine(wiring.Component):
 
     def __init__(self, *, num_queues: int = 4, max_queue_size: int = MAX_QUEUE_SIZE,
                  reorder_depth: int = 256, data_width: int = 64, max_batch: int = 32,
-                 max_block: int = 64, max_chain_len: int = 128, max_used_batch: int = 32):
+                 max_block: int = 64, max_chain_len: int = 128, max_used_batch: int = 32,
+                 fetch_low_water: int | None = None):
         if not isinstance(num_queues, int) or not 1 <= num_queues <= MAX_QUEUES:
             raise ValueError(f"num_queues must be from 1 to {MAX_QUEUES}, not {num_queues!r}")
         _power_of_two("max_queue_size", max_queue_size, 1, MAX_QUEUE_SIZE)
@@ -147,6 +153,9 @@ class VirtqueueEngine(wiring.Component):
             raise ValueError(f"max_chain_len must be from 1 to "
                              f"{MAX_DMA_LEN // VIRTQ_DESC_BYTES} (an indirect table is read "
                              f"with one DMA command), not {max_chain_len!r}")
+        if fetch_low_water is not None:
+            check_low_water(fetch_low_water, reorder_depth)
+        self.fetch_low_water = fetch_low_water
         self.num_queues = num_queues
         self.max_queue_size = max_queue_size
         self.reorder_depth = reorder_depth
@@ -190,7 +199,7 @@ class VirtqueueEngine(wiring.Component):
         fetcher = cleared("fetcher", AvailFetcher(
             num_queues=nq, max_queue_size=self.max_queue_size,
             reorder_depth=self.reorder_depth, width=width, max_batch=self.max_batch,
-            max_block=self.max_block))
+            max_block=self.max_block, low_water=self.fetch_low_water))
         walker = cleared("walker", ChainWalker(
             num_queues=nq, max_queue_size=self.max_queue_size, width=width,
             max_batch=self.max_batch, max_block=self.max_block,

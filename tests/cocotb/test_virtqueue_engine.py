@@ -1,8 +1,10 @@
 """cocotb tests of the split-virtqueue engine (hdl/virtio/virtqueue_engine.py) on Verilator.
 
-The scenarios live in ``virtqueue_engine_tb.py``; every one runs against one build of
-:class:`sim.virtqueue_harness.VirtqueueHarness` with the parameters below.
+The scenarios live in ``virtqueue_engine_tb.py``; they run against a build of
+:class:`sim.virtqueue_harness.VirtqueueHarness` with the parameters below, and a second
+build with a fetch low water mark runs the in-order matrix, resets and its own scenario.
 """
+import functools
 import os
 
 import pytest
@@ -19,13 +21,17 @@ PARAMS = {
 }
 
 
-def make_top():
-    return VirtqueueHarness(**PARAMS)
+LOW_WATER_PARAMS = {"engine": dict(PARAMS["engine"], fetch_low_water=4),
+                    "backend": PARAMS["backend"]}
 
 
-def _run(testcase: str | list[str]) -> None:
-    run(make_top, toplevel="virtqueue_harness", test_module="virtqueue_engine_tb",
-        params=PARAMS, testcase=testcase,
+def make_top(params):
+    return VirtqueueHarness(**params)
+
+
+def _run(testcase: str | list[str], params=PARAMS) -> None:
+    run(functools.partial(make_top, params), toplevel="virtqueue_harness",
+        test_module="virtqueue_engine_tb", params=params, testcase=testcase,
         extra_env={k: v for k, v in os.environ.items() if k.startswith("VQ_")})
 
 
@@ -45,3 +51,8 @@ GROUPS = {
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_virtqueue_engine(group):
     _run(GROUPS[group])
+
+
+def test_virtqueue_engine_low_water():
+    _run(["low_water_batches", "matrix_io1_ei0_ind1", "matrix_io1_ei1_ind0",
+          "reset_mid_traffic"], LOW_WATER_PARAMS)

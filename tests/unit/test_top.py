@@ -5,6 +5,7 @@ from hdl.blk.blk_config_space import BLK_DEVICE_FEATURES
 from hdl.top import VirtioBlkDevice, VirtioBlkDeviceParams
 from hdl.virtio.spec import BlkFeature, Feature, feature_mask
 from hdl.virtio.virtio_pci_device import VirtioPciDeviceParams
+from hdl.virtio.virtqueue_engine import VirtqueueEngine
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -47,3 +48,20 @@ def test_device_offers_virtio_blk_and_the_ring_features():
     assert dev.backend.config.num_queues == 3
     assert set(dev.signature.members) >= {"rx", "tx", "credits", "function_reset",
                                           "device_status", "stats"}
+
+
+@pytest.mark.parametrize("low_water", [0, 129, 2.5, True])
+def test_fetch_low_water_must_fit_the_reorder_depth(low_water):
+    with pytest.raises(ValueError, match="fetch low water must be an integer from 1 to the "
+                                         "reorder depth 128"):
+        VirtioPciDeviceParams(reorder_depth=128, fetch_low_water=low_water)
+    with pytest.raises(ValueError, match="reorder depth 32"):
+        VirtqueueEngine(reorder_depth=32, fetch_low_water=33)
+
+
+def test_fetch_low_water_reaches_the_fetcher():
+    dev = VirtioBlkDevice(VirtioBlkDeviceParams(
+        pci=VirtioPciDeviceParams(reorder_depth=64, fetch_low_water=12)))
+    assert dev.engine.fetch_low_water == 12
+    # Unset, a queue fetches whenever it has reorder credit.
+    assert VirtqueueEngine(reorder_depth=64).fetch_low_water is None
