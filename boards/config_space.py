@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hdl.pcie.user_config_space import UserConfigSpace
+from hdl.pcie.params import capability_chain
 
 if TYPE_CHECKING:
     from .device import DeviceParams
@@ -52,7 +52,8 @@ def virtio_capabilities(params: "DeviceParams", base: int = PCIE7X_USER_CFG_STAR
     (DW aligned), exactly as the device built by :func:`boards.device.make_top_pcie7x`
     serves it before the driver writes the PCI configuration access window: the same
     :meth:`hdl.virtio.transport_map.TransportMap.vendor_caps` laid out by the same
-    :class:`hdl.pcie.user_config_space.UserConfigSpace`. Raises ``ValueError`` if it does
+    :func:`hdl.pcie.params.capability_chain` as
+    :class:`hdl.pcie.user_config_space.UserConfigSpace` does. Raises ``ValueError`` if it does
     not fit below 0x100."""
     from .device import device_params     # boards.device imports this module
 
@@ -64,4 +65,4 @@ def virtio_capabilities(params: "DeviceParams", base: int = PCIE7X_USER_CFG_STAR
     if base + total > USER_CFG_END:
         raise ValueError(f"virtio capabilities need {total} bytes from {base:#x}, past "
                          f"the end of the legacy configuration space")
-    return UserConfigSpace(vendor_caps=caps, base=base, width=pci.width).image()
+    return capability_chain(caps, base)

@@ -205,7 +205,7 @@ class BoardDevice(wiring.Component):
         wiring.connect(m, device.tx, wiring.flipped(self.tx))
         m.d.comb += device.credits.eq(UNLIMITED_CREDITS)
         if self.config == "external":
-            m.d.comb += device.function.eq(self.function)
+            m.d.comb += device.core_control.eq(self.function)
         return m
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from .spec import CapId, PcieCap
 
-__all__ = ["FunctionIdentity", "LinkParams", "VendorCapability", "place_capabilities"]
+__all__ = ["FunctionIdentity", "LinkParams", "VendorCapability", "place_capabilities",
+           "capability_chain"]
 
 
 def _check_int(name: str, value: int, bits: int) -> None:
@@ -127,3 +128,12 @@ def place_capabilities(sizes, start: int, end: int = 0x100) -> list[int]:
         raise ValueError(f"capabilities need {offset - start} bytes but only {end - start} fit "
                          f"between {start:#x} and {end:#x}")
     return offsets
+
+
+def capability_chain(caps, start: int, end: int = 0x100) -> bytes:
+    """The bytes of vendor capabilities ``caps`` placed back to back from ``start`` by
+    :func:`place_capabilities`, each Next Pointer at the next and the last one 0 (PCI Local
+    Bus 3.0 §6.7); forwarded DWs hold what the capability bodies give."""
+    offsets = place_capabilities([cap.size for cap in caps], start, end)
+    nexts = offsets[1:] + [0]
+    return b"".join(cap.image(nxt) for cap, nxt in zip(caps, nexts))

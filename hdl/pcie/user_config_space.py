@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .config_target import ConfigTarget
-from .params import VendorCapability, place_capabilities
+from .params import VendorCapability, capability_chain, place_capabilities
 from .register_bus import RegisterBus
 from .spec import check_tlp_width, tlp_signature
 
@@ -82,8 +82,7 @@ class UserConfigSpace(wiring.Component):
     def image(self) -> bytes:
         """The bytes of the capability chain from ``base``, forwarded DWs as the capability
         bodies give them (what the host reads before anything writes a forwarded DW)."""
-        nexts = self.vendor_cap_offsets[1:] + [0]
-        return b"".join(cap.image(nxt) for cap, nxt in zip(self.vendor_caps, nexts))
+        return capability_chain(self.vendor_caps, self.base)
 
     def constant_dws(self) -> dict[int, int]:
         """Read-only DWs by DW index (forwarded DWs left out)."""

@@ -172,10 +172,10 @@ class VirtioPciDevice(wiring.Component):
         whose transmit side enforces credits itself may tie every ``*_inf`` and ``valid``
         high.
     function_reset : In(1)
-    function : In(FunctionControl)
+    core_control : In(FunctionControl)
         Only with ``config="external"``: the PCIe core's Command / Device Control / MSI-X
         state and captured ID (for the 7-series block, from
-        :class:`~hdl.pcie.xilinx7.CfgStatus`).
+        :class:`~hdl.pcie.xilinx7.CfgStatus`), to the function's ``function`` port.
     device_status : Out(8)
     engine_error : Out(VirtqError)
         Why the engine asked for DEVICE_NEEDS_RESET (valid while that status bit is set).
@@ -229,7 +229,7 @@ class VirtioPciDevice(wiring.Component):
             "transport_counters": Out(TransportCounters),
         }
         if p.config == "external":
-            members["function"] = In(FunctionControl)
+            members["core_control"] = In(FunctionControl)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -246,7 +246,7 @@ class VirtioPciDevice(wiring.Component):
         wiring.connect(m, function.tx, wiring.flipped(self.tx))
         m.d.comb += function.function_reset.eq(self.function_reset)
         if self.params.config == "external":
-            m.d.comb += function.function.eq(self.function)
+            m.d.comb += function.function.eq(self.core_control)
 
         # DMA engine <-> function.
         wiring.connect(m, dma.req, function.dma_req)

@@ -61,6 +61,18 @@ def test_nitefury_dry_run_writes_the_whole_tree(nitefury_tree):
     assert report["target_mhz"] == 125.0
     for key in ("lut", "ff", "bram"):
         assert key in report
+    # The design is the whole virtio-blk device with the configuration space shared with
+    # the hard block: the user-defined-range responder instead of a configuration space,
+    # no INTx controller.
+    assert report["design"] == "hdl.top.VirtioBlkDevice" and report["standin"] is False
+    verilog = (nitefury_tree / "top.v").read_text()
+    device = r"top\.device\.design\.device"
+    for part in ("function", "function.config", "function.config.target", "function.msix",
+                 "dma", "transport", "engine", "backend", "backend.storage"):
+        assert re.search(rf"^module \\{device}\.{re.escape(part)} \(", verilog, re.MULTILINE), \
+            f"no {part} in top.v"
+    assert not re.search(rf"^module \\{device}\.function\.intx \(", verilog, re.MULTILINE)
+    assert "rx_adapter" in verilog and "cfg_status" in verilog
 
 
 def test_nitefury_verilog_parses_and_instantiates_the_ip(nitefury_tree):
