@@ -40,18 +40,18 @@ class PcieFunction(wiring.Component):
     External configuration (``config="external"``), for a PCIe core that owns the
     configuration space (the Xilinx 7-series integrated block): the core holds the header,
     the BARs, Power Management, PCI Express and MSI-X capabilities and shows their state;
-    ``control`` then repeats the ``function`` input. Configuration requests that reach
+    ``control`` then repeats the ``core_control`` input. Configuration requests that reach
     the function are those of the core's user-defined range: a
     :class:`~hdl.pcie.user_config_space.UserConfigSpace` answers them with the vendor
     capabilities from ``user_config_base`` (forwarded DWs on ``cfg_ext`` as usual, other
-    DWs read 0, writes ignored, completer ID ``function.requester_id``). The core passes on
+    DWs read 0, writes ignored, completer ID ``core_control.requester_id``). The core passes on
     only memory requests that hit one of its BARs, and this function has BAR0 alone (BAR0
     and BAR1 when 64-bit), so every memory request is a BAR0 hit at offset ``address %
-    bar_size``, served while ``function.memory_space_en``. MSI-X is required (the core's
+    bar_size``, served while ``core_control.memory_space_en``. MSI-X is required (the core's
     legacy interrupt is a sideband signal, not Assert_INTx messages): the INTx controller
     is left out and so are the ``intx`` and ``dma_pending`` ports. The MSI-X Table and PBA
     stay in BAR0 at ``msix_table_offset`` / ``msix_pba_offset``, where the core's MSI-X
-    capability must point; MSI-X Enable and Function Mask come from ``function``.
+    capability must point; MSI-X Enable and Function Mask come from ``core_control``.
 
     Reset: ``rst`` of the clock domain or ``function_reset`` (synchronous, active high, for
     as long as wanted) returns every register and state machine of the function to its
@@ -117,8 +117,11 @@ class PcieFunction(wiring.Component):
         Interrupt level for INTx (used while MSI-X is not enabled); internal mode only.
     control : Out(FunctionControl)
         The function's Command / Device Control / MSI-X state and captured ID.
-    function : In(FunctionControl)
-        External mode only: the same, from the PCIe core.
+    core_control : In(FunctionControl)
+        External mode only: the same, from the PCIe core. (Not named ``function``: in
+        :class:`~hdl.virtio.virtio_pci_device.VirtioPciDevice` this component is the
+        ``function`` submodule, and Amaranth names the parent's input after this port, so
+        the two would clash and the instance would come out as ``function$N``.)
     dma_pending : In(1)
         The DMA engine has non-posted requests outstanding (Device Status bit 5); internal
         mode only (the core keeps Device Status).
@@ -185,7 +188,7 @@ class PcieFunction(wiring.Component):
             "counters": Out(BarCounters),
         }
         if self.external:
-            members["function"] = In(FunctionControl)
+            members["core_control"] = In(FunctionControl)
         else:
             members["intx"] = In(1)
             members["dma_pending"] = In(1)
@@ -247,7 +250,7 @@ class PcieFunction(wiring.Component):
             self.counters.eq(bar.counters),
         ]
         if self.external:
-            ctl = self.function
+            ctl = self.core_control
             m.d.comb += [
                 self.control.eq(ctl),
                 cfg.completer_id.eq(ctl.requester_id),

@@ -175,7 +175,7 @@ class VirtioPciDevice(wiring.Component):
     core_control : In(FunctionControl)
         Only with ``config="external"``: the PCIe core's Command / Device Control / MSI-X
         state and captured ID (for the 7-series block, from
-        :class:`~hdl.pcie.xilinx7.CfgStatus`), to the function's ``function`` port.
+        :class:`~hdl.pcie.xilinx7.CfgStatus`), to the function's ``core_control``.
     device_status : Out(8)
     engine_error : Out(VirtqError)
         Why the engine asked for DEVICE_NEEDS_RESET (valid while that status bit is set).
@@ -246,7 +246,7 @@ class VirtioPciDevice(wiring.Component):
         wiring.connect(m, function.tx, wiring.flipped(self.tx))
         m.d.comb += function.function_reset.eq(self.function_reset)
         if self.params.config == "external":
-            m.d.comb += function.function.eq(self.core_control)
+            m.d.comb += function.core_control.eq(self.core_control)
 
         # DMA engine <-> function.
         wiring.connect(m, dma.req, function.dma_req)

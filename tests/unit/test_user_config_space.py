@@ -158,6 +158,7 @@ def test_external_function_needs_msix_and_a_known_mode():
         PcieFunction(config="hard", vendor_caps=CAPS)
     with pytest.raises(ValueError, match="needs MSI-X"):
         device_params(DeviceParams(msix=False), config="external")
-    # External mode: FunctionControl comes in on `function`; no INTx, no Device Status input.
+    # External mode: FunctionControl comes in on `core_control`; no INTx, no Device Status
+    # input.
     members = PcieFunction(config="external", vendor_caps=CAPS).signature.members
-    assert "function" in members and "intx" not in members and "dma_pending" not in members
+    assert "core_control" in members and "intx" not in members and "dma_pending" not in members
