@@ -145,6 +145,17 @@ def test_nitefury_ip_configuration_matches_the_device(nitefury_tree):
     assert order == sorted(order)
 
 
+def test_nitefury_standin_dry_run(tmp_path):
+    # --standin still builds the small stand-in instead of the device, and says so.
+    result = run_cli("--board", "nitefury", "--dry-run", "--standin", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["standin"] is True and report["design"] == "boards.standin.StandInFunction"
+    verilog = (tmp_path / "top.v").read_text()
+    assert re.search(r"^module \\top\.device\.design ", verilog, re.MULTILINE)
+    assert not re.search(r"^module \\top\.device\.design\.device\.", verilog, re.MULTILINE)
+
+
 def test_nitefury_without_vivado_fails_with_one_line(tmp_path):
     env = dict(os.environ, PATH=str(Path(sys.executable).parent))
     result = run_cli("--board", "nitefury", "--out", str(tmp_path), env=env)
