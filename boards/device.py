@@ -12,8 +12,8 @@ Every board builds a design made by a factory ``DeviceParams -> wiring.Component
 :func:`make_top` builds the device (:class:`BoardDevice`: :class:`hdl.top.VirtioBlkDevice`
 with its own configuration space), for boards that hand every TLP to the design, such as
 the ECP5 Versa's (soft) stack. :func:`make_top_pcie7x` builds the same device with an
-external configuration space (``config="external"``, :class:`hdl.pcie.pcie_function.
-PcieFunction`): the 7-series block keeps the header and its standard capabilities, the
+external configuration space (``config="external"``,
+:class:`hdl.pcie.pcie_function.PcieFunction`): the 7-series block keeps the header and its standard capabilities, the
 device serves the virtio vendor capabilities from the block's user-defined range (0xA8,
 :mod:`boards.config_space`) and takes ``function`` from the block; the Nitefury builds it.
 :func:`make_standin` builds :class:`boards.standin.StandInFunction`, a small TLP endpoint
@@ -29,10 +29,10 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.dma.layouts import UNLIMITED_CREDITS
 from hdl.pcie.params import FunctionIdentity, LinkParams
+from hdl.pcie.pcie_function import CONFIG_MODES
 from hdl.pcie.spec import MPS_BYTES, FunctionControl, check_tlp_width, raw_tlp_signature
 from hdl.top import VirtioBlkDevice, VirtioBlkDeviceParams
 from hdl.virtio.transport_map import TransportMap
-from hdl.pcie.pcie_function import CONFIG_MODES
 from hdl.virtio.virtio_pci_device import VirtioPciDeviceParams
 from hdl.virtio.spec import CommonCfg, PCI_VENDOR_ID, pci_device_id, DeviceType
 
@@ -221,7 +221,7 @@ def make_top_pcie7x(params: DeviceParams) -> wiring.Component:
 
 
 def make_standin(params: DeviceParams) -> wiring.Component:
-    """The stand-in: a small TLP endpoint to check a 7-series board's flow quickly."""
+    """The stand-in: a small TLP endpoint to check a board's flow quickly (``--standin``)."""
     return StandInFunction(params)
 
 

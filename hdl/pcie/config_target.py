@@ -18,9 +18,10 @@ _FORWARD_DWS = 64       # cfg_ext reaches the legacy space (0x00..0xFF), 64 DWs
 class ConfigTarget(wiring.Component):
     """Takes configuration requests one at a time and completes each (PCIe Base §2.2.9).
 
-    What a DW holds is the owner's business: the owner (:class:`~hdl.pcie.config_space.
-    ConfigSpace`, :class:`~hdl.pcie.user_config_space.UserConfigSpace`) gives the value of
-    the DW ``request.cfg_reg`` on ``read_data`` and applies ``local_write``. This component
+    What a DW holds is the owner's business: the owner
+    (:class:`~hdl.pcie.config_space.ConfigSpace`,
+    :class:`~hdl.pcie.user_config_space.UserConfigSpace`) gives the value of the DW
+    ``request.cfg_reg`` on ``read_data`` and applies ``local_write``. This component
     does the transaction: it latches a request (a request with more than one data DW has
     the rest dropped), and for function 0
 
