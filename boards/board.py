@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .device import DeviceParams, design_name, make_standin, make_top
+from .device import DeviceParams, design_kind, design_name, make_standin, make_top
 
 __all__ = ["BuildError", "BuildReport", "Board", "StageRunner", "run_tool", "yowasp_argv"]
 
@@ -104,8 +104,8 @@ class Board:
     toolchain: str = ""
     target_mhz: float = 0.0
     flow: str = ""              # one line: what `python -m boards.build` does for this board
-    # The design factory (boards/device.py): the device, or the stand-in on boards whose
-    # PCIe core owns the configuration space.
+    # The design factory (boards/device.py): make_top, make_top_pcie7x for a PCIe core that
+    # owns the configuration space, or the stand-in (--standin).
     design = staticmethod(make_top)
 
     @property
@@ -117,8 +117,7 @@ class Board:
         raise NotImplementedError
 
     def describe_build(self) -> str:
-        what = "stand-in" if self.standin else "device"
-        return f"{design_name(self.design)} ({what}); {self.flow}"
+        return f"{design_name(self.design)} ({design_kind(self.design)}); {self.flow}"
 
     def new_report(self) -> BuildReport:
         return BuildReport(board=self.name, device=self.device,

@@ -66,10 +66,6 @@ def _list(console: Console) -> None:
         table.add_row("target clock", f"{board.target_mhz:g} MHz")
         table.add_row("builds", board.describe_build())
         console.print(table)
-    for name, board in BOARDS.items():
-        if board.standin:
-            console.print(f"{name} builds the stand-in: its PCIe core owns the configuration "
-                          f"space, which the device cannot yet take over (see docs/boards.md).")
 
 
 def _share(used: int | None, available: int | None) -> str:

@@ -9,16 +9,17 @@ CfgRd0/CfgWr0 TLPs on the receive stream, and points the Next Capability of the 
 capability at the start. The device puts its virtio vendor capabilities there:
 
 =====  ====  ===================================  ======================================
-0xA8   16 B  ``VIRTIO_PCI_CAP_COMMON_CFG``        BAR0 + ``common_cfg_offset``
-0xB8   20 B  ``VIRTIO_PCI_CAP_NOTIFY_CFG``        BAR0 + ``notify_offset``, multiplier
-0xCC   16 B  ``VIRTIO_PCI_CAP_ISR_CFG``           BAR0 + ``isr_offset``
-0xDC   16 B  ``VIRTIO_PCI_CAP_DEVICE_CFG``        BAR0 + ``device_cfg_offset``
+0xA8   16 B  ``VIRTIO_PCI_CAP_COMMON_CFG``        BAR0 + ``common_cfg_offset``, 4 KiB
+0xB8   20 B  ``VIRTIO_PCI_CAP_NOTIFY_CFG``        BAR0 + ``notify_offset``, 4 KiB, multiplier
+0xCC   16 B  ``VIRTIO_PCI_CAP_ISR_CFG``           BAR0 + ``isr_offset``, 4 KiB
+0xDC   16 B  ``VIRTIO_PCI_CAP_DEVICE_CFG``        BAR0 + ``device_cfg_offset``, 4 KiB
 0xEC   20 B  ``VIRTIO_PCI_CAP_PCI_CFG``           window written by the driver
 =====  ====  ===================================  ======================================
 
-88 bytes, exactly what 0xA8..0xFF holds. Each capability's ``cap_next`` points at the next,
-the last one's is 0 (virtio 1.2 §4.1.4; PCI Local Bus 3.0 §6.7). The MSI-X table and PBA
-stay in BAR0 at the device's offsets: the block's MSI-X capability is configured with them
+88 bytes, exactly what 0xA8..0xFF holds. Each structure's ``length`` is its whole 4 KiB
+window of BAR0 (:class:`hdl.virtio.transport_map.TransportMap`), at least the structure.
+Each capability's ``cap_next`` points at the next, the last one's is 0 (virtio 1.2 §4.1.4;
+PCI Local Bus 3.0 §6.7). The MSI-X table and PBA stay in BAR0 at the device's offsets: the block's MSI-X capability is configured with them
 (``CONFIG.MSIx_Table_Offset``/``MSIx_PBA_Offset``) and the device answers those BAR0
 addresses itself, since the block implements only the capability structure.
 """
@@ -26,10 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hdl.pcie.spec import CapId
-from hdl.virtio.spec import PciCapCfgType, VirtioBlkConfig, VirtioPciCap, VirtioPciCfgCap, \
-    VirtioPciNotifyCap
-from sim.layout import pack
+from hdl.pcie.params import capability_chain
 
 if TYPE_CHECKING:
     from .device import DeviceParams
@@ -49,42 +47,22 @@ USER_CFG_END = 0x100
 """End of the legacy configuration space; the extended space (0x100+) stays the block's."""
 
 
-def _cap_bytes(layout, fields: dict) -> bytes:
-    # Bit 8k of a virtio layout is byte k of the little-endian structure (hdl/virtio/spec.py).
-    return pack(layout, fields).to_bytes(layout.size // 8, "little")
-
-
 def virtio_capabilities(params: "DeviceParams", base: int = PCIE7X_USER_CFG_START) -> bytes:
-    """The virtio vendor capability chain as bytes, to be placed at configuration offset
-    ``base`` (DW aligned). Raises ``ValueError`` if it does not fit below 0x100."""
+    """The virtio vendor capability chain as bytes, placed at configuration offset ``base``
+    (DW aligned), exactly as the device built by :func:`boards.device.make_top_pcie7x`
+    serves it before the driver writes the PCI configuration access window: the same
+    :meth:`hdl.virtio.transport_map.TransportMap.vendor_caps` laid out by the same
+    :func:`hdl.pcie.params.capability_chain` as
+    :class:`hdl.pcie.user_config_space.UserConfigSpace` does. Raises ``ValueError`` if it does
+    not fit below 0x100."""
+    from .device import device_params     # boards.device imports this module
+
     if base % 4 or not 0x40 <= base < USER_CFG_END:
         raise ValueError(f"capability base {base:#x} must be DW aligned in 0x40..0xFF")
-    blk_cfg_len = VirtioBlkConfig.size // 8
-    entries = [
-        (VirtioPciCap, PciCapCfgType.COMMON_CFG, params.common_cfg_offset,
-         params.common_cfg_length, {}),
-        (VirtioPciNotifyCap, PciCapCfgType.NOTIFY_CFG, params.notify_offset,
-         params.num_queues * params.notify_off_multiplier,
-         {"notify_off_multiplier": params.notify_off_multiplier}),
-        (VirtioPciCap, PciCapCfgType.ISR_CFG, params.isr_offset, 1, {}),
-        (VirtioPciCap, PciCapCfgType.DEVICE_CFG, params.device_cfg_offset, blk_cfg_len, {}),
-        # The PCI configuration access window: bar/offset/length are written by the driver
-        # (virtio 1.2 §4.1.4.9), so they start at 0.
-        (VirtioPciCfgCap, PciCapCfgType.PCI_CFG, 0, 0, {"pci_cfg_data": 0}),
-    ]
-    total = sum(layout.size // 8 for layout, *_ in entries)
+    pci = device_params(params).pci
+    caps = pci.transport_map.vendor_caps()
+    total = sum(cap.size for cap in caps)
     if base + total > USER_CFG_END:
         raise ValueError(f"virtio capabilities need {total} bytes from {base:#x}, past "
                          f"the end of the legacy configuration space")
-    out = bytearray()
-    offset = base
-    for i, (layout, cfg_type, bar_offset, length, extra) in enumerate(entries):
-        size = layout.size // 8
-        nxt = 0 if i == len(entries) - 1 else offset + size
-        cap = {"cap_vndr": CapId.VENDOR, "cap_next": nxt, "cap_len": size,
-               "cfg_type": cfg_type.value, "bar": 0, "id": 0, "padding": 0,
-               "offset": bar_offset, "length": length}
-        fields = cap if layout is VirtioPciCap else {"cap": cap, **extra}
-        out += _cap_bytes(layout, fields)
-        offset += size
-    return bytes(out)
+    return capability_chain(caps, base)

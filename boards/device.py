@@ -11,11 +11,14 @@ Every board builds a design made by a factory ``DeviceParams -> wiring.Component
 
 :func:`make_top` builds the device (:class:`BoardDevice`: :class:`hdl.top.VirtioBlkDevice`
 with its own configuration space), for boards that hand every TLP to the design, such as
-the ECP5 Versa's (soft) stack. :func:`make_standin` builds
-:class:`boards.standin.StandInFunction`, a small TLP endpoint that serves the virtio
-capability list from the 7-series block's user-defined configuration range: the device
-cannot yet take its configuration registers from a hard block (``function``), so the
-Nitefury builds the stand-in and every report says so.
+the ECP5 Versa's (soft) stack. :func:`make_top_pcie7x` builds the same device with an
+external configuration space (``config="external"`` of
+:class:`hdl.pcie.pcie_function.PcieFunction`): the 7-series block keeps the header and its
+standard capabilities, the device serves the virtio vendor capabilities from the block's
+user-defined range (0xA8, :mod:`boards.config_space`) and takes ``function`` from the
+block; the Nitefury builds it.
+:func:`make_standin` builds :class:`boards.standin.StandInFunction`, a small TLP endpoint
+for a quick check of a board's flow (``--standin``).
 """
 from __future__ import annotations
 
@@ -27,15 +30,18 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.dma.layouts import UNLIMITED_CREDITS
 from hdl.pcie.params import FunctionIdentity, LinkParams
+from hdl.pcie.pcie_function import CONFIG_MODES
 from hdl.pcie.spec import MPS_BYTES, FunctionControl, check_tlp_width, raw_tlp_signature
 from hdl.top import VirtioBlkDevice, VirtioBlkDeviceParams
 from hdl.virtio.transport_map import TransportMap
 from hdl.virtio.virtio_pci_device import VirtioPciDeviceParams
 from hdl.virtio.spec import CommonCfg, PCI_VENDOR_ID, pci_device_id, DeviceType
 
+from .config_space import PCIE7X_USER_CFG_START
 from .standin import StandInFunction
 
-__all__ = ["DeviceParams", "BoardDevice", "make_top", "make_standin", "design_name"]
+__all__ = ["DeviceParams", "BoardDevice", "make_top", "make_top_pcie7x", "make_standin",
+           "design_name", "design_kind"]
 
 
 def _check_bits(name: str, value: int, bits: int) -> None:
@@ -129,8 +135,20 @@ class DeviceParams:
         return CommonCfg.SIZE
 
 
-def device_params(params: DeviceParams) -> VirtioBlkDeviceParams:
-    """The device's parameters for a board's :class:`DeviceParams`."""
+_FETCH_LOW_WATER = 16
+
+
+def device_params(params: DeviceParams, *, config: str = "internal",
+                  user_config_base: int = PCIE7X_USER_CFG_START) -> VirtioBlkDeviceParams:
+    """The device's parameters for a board's :class:`DeviceParams`; ``config`` and
+    ``user_config_base`` as in :class:`~hdl.virtio.virtio_pci_device.VirtioPciDeviceParams`
+    (``"external"`` needs ``params.msix``)."""
+    if config not in CONFIG_MODES:
+        raise ValueError(f"config must be one of {CONFIG_MODES}, not {config!r}")
+    if config == "external" and not params.msix:
+        raise ValueError("a device behind a PCIe core that owns the configuration space "
+                         "needs MSI-X (DeviceParams.msix): the core's legacy interrupt is a "
+                         "sideband this device does not drive")
     layout = TransportMap()
     for name, value in (("common_cfg_offset", layout.common_offset),
                         ("isr_offset", layout.isr_offset),
@@ -153,22 +171,34 @@ def device_params(params: DeviceParams) -> VirtioBlkDeviceParams:
         bar_64bit=params.bar0_64bit, msix_vectors=params.msix_vectors if params.msix else 0,
         max_payload_size_supported=mps_code,
         link=LinkParams(speed=params.link_speed, width=params.link_width),
-        num_queues=params.num_queues)
+        num_queues=params.num_queues, config=config, user_config_base=user_config_base,
+        # Fetch a deep queue in batches (docs/virtqueue-engine.md): 16 buffers in service
+        # hide a fetch round trip, and a saturated queue needs few control reads.
+        fetch_low_water=_FETCH_LOW_WATER)
     return VirtioBlkDeviceParams(pci=pci)
 
 
 class BoardDevice(wiring.Component):
     """:class:`hdl.top.VirtioBlkDevice` with the ports boards expect (see the module).
 
-    ``function`` is ignored: the device's own configuration space holds the registers.
-    The DMA engine's credit limits are tied to "infinite": the PCIe cores these boards use
-    hold a TLP back while the link partner lacks credit (back-pressure on ``tx``), which
-    the device honours. ``function_reset`` follows ``rst`` (a board's PCIe reset).
+    With ``config="internal"`` ``function`` is ignored: the device's own configuration space
+    holds the registers. With ``config="external"`` the device takes them from ``function``
+    and serves only the vendor capabilities, from ``PCIE7X_USER_CFG_START``. The DMA
+    engine's credit limits are tied to "infinite": the PCIe cores these boards use hold a
+    TLP back while the link partner lacks credit (back-pressure on ``tx``), which the device
+    honours. ``function_reset`` follows ``rst`` (a board's PCIe reset).
+
+    Parameters
+    ----------
+    params : DeviceParams
+    config : str
+        ``"internal"`` (default) or ``"external"``.
     """
 
-    def __init__(self, params: DeviceParams):
+    def __init__(self, params: DeviceParams, *, config: str = "internal"):
         self.params = params
-        self.device = VirtioBlkDevice(device_params(params))
+        self.config = config
+        self.device = VirtioBlkDevice(device_params(params, config=config))
         super().__init__({
             "rx": In(raw_tlp_signature(params.tlp_width)),
             "tx": Out(raw_tlp_signature(params.tlp_width)),
@@ -181,6 +211,8 @@ class BoardDevice(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), device.rx)
         wiring.connect(m, device.tx, wiring.flipped(self.tx))
         m.d.comb += device.credits.eq(UNLIMITED_CREDITS)
+        if self.config == "external":
+            m.d.comb += device.core_control.eq(self.function)
         return m
 
 
@@ -189,12 +221,39 @@ def make_top(params: DeviceParams) -> wiring.Component:
     return BoardDevice(params)
 
 
+def make_top_pcie7x(params: DeviceParams) -> wiring.Component:
+    """The virtio-blk device behind the 7-series integrated block, which owns the
+    configuration space (``config="external"``)."""
+    return BoardDevice(params, config="external")
+
+
 def make_standin(params: DeviceParams) -> wiring.Component:
-    """The stand-in, for a board whose PCIe core owns the configuration space."""
+    """The stand-in: a small TLP endpoint to check a board's flow quickly (``--standin``)."""
     return StandInFunction(params)
 
 
+# What each factory builds: the class, and a few words for --list.
+_DESIGNS = {
+    make_top: (VirtioBlkDevice, "device, own configuration space"),
+    make_top_pcie7x: (VirtioBlkDevice, "device, configuration space shared with the PCIe core"),
+    make_standin: (StandInFunction, "stand-in"),
+}
+
+
+def _design(factory) -> tuple[type, str]:
+    if factory not in _DESIGNS:
+        raise ValueError(f"{factory!r} is not one of the design factories "
+                         f"{[f.__name__ for f in _DESIGNS]}")
+    return _DESIGNS[factory]
+
+
 def design_name(factory) -> str:
-    """What a design factory builds, for ``--list`` and reports."""
-    cls = VirtioBlkDevice if factory is make_top else StandInFunction
+    """The class a design factory builds, for ``--list`` and reports."""
+    cls, _ = _design(factory)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def design_kind(factory) -> str:
+    """A few words on what the factory builds (device or stand-in, who owns the
+    configuration space)."""
+    return _design(factory)[1]

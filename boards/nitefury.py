@@ -27,7 +27,7 @@ from amaranth_boards.nitefury import NitefuryIIPlatform
 
 from .board import Board, BuildError, BuildReport, StageRunner, run_tool
 from .config_space import PCIE7X_USER_CFG_START
-from .device import DeviceParams, make_standin
+from .device import DeviceParams, make_top_pcie7x
 from .pcie7x_device import Pcie7xDevice
 
 __all__ = ["NitefuryPlatform", "NitefuryTop", "NitefuryBoard", "pcie_ip_config", "pcie_ip_tcl",
@@ -168,7 +168,7 @@ class NitefuryTop(Elaboratable):
     ``user_reset_out``, so a link reset or PERST# resets the device.
     """
 
-    def __init__(self, params: DeviceParams, design=make_standin):
+    def __init__(self, params: DeviceParams, design=make_top_pcie7x):
         self.params = params
         self.design = design
 
@@ -283,9 +283,9 @@ class NitefuryBoard(Board):
     toolchain = "Vivado (not on PyPI; --dry-run writes the tree)"
     target_mhz = 125.0
     flow = "Vivado: pcie_7x IP + synthesis, implementation, bitstream"
-    # The hard block answers configuration requests itself; the device cannot yet take its
-    # configuration registers from the block, so the board builds the stand-in.
-    design = staticmethod(make_standin)
+    # The hard block answers configuration requests itself except the user-defined range,
+    # so the device is built with an external configuration space.
+    design = staticmethod(make_top_pcie7x)
 
     def params(self) -> DeviceParams:
         return DeviceParams(tlp_width=128, link_speed=2, link_width=4)

@@ -17,7 +17,8 @@ __all__ = ["Pcie7xDevice"]
 
 
 class Pcie7xDevice(wiring.Component):
-    """``make_top(params)`` behind the adapters, with the block's user-side ports.
+    """A design (``design_factory(params)``) behind the adapters, with the block's user-side
+    ports.
 
     This is everything of the Nitefury top except the PCIe IP and the clock and pin
     buffers: the receive adapter, the transmit adapter, :class:`~hdl.pcie.xilinx7.CfgStatus`
@@ -32,7 +33,8 @@ class Pcie7xDevice(wiring.Component):
     params : DeviceParams
     design_factory : callable
         ``DeviceParams -> Component`` with ``rx``, ``tx`` and ``function`` ports
-        (:func:`boards.device.make_top`).
+        (:func:`boards.device.make_top_pcie7x`, the device with an external configuration
+        space, or :func:`boards.device.make_standin`).
 
     Attributes
     ----------

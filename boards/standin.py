@@ -1,4 +1,4 @@
-"""The design boards build until the whole device top (``hdl/top.py``) exists."""
+"""A small stand-in for the device: what ``python -m boards.build --standin`` builds."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -34,7 +34,7 @@ def _first_byte(first_be: int) -> int:
 
 
 class StandInFunction(wiring.Component):
-    """A small PCIe function with the device's TLP ports, built by boards until the top lands.
+    """A small PCIe function with the device's TLP ports, for a quick check of a board's flow.
 
     It is a real TLP endpoint, so a board build exercises the PCIe core, the adapters and
     the reports end to end, and a board brought up with it shows the device's identity and

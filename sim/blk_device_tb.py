@@ -61,10 +61,18 @@ def pattern(sector: int, count: int, salt: int = 0) -> bytes:
 
 
 class BlkDeviceTB:
-    """Clock, reset, root complex and bridge around the device; drivers on demand."""
+    """Clock, reset, root complex and bridge around the device; drivers on demand.
+
+    ``endpoint``: a cocotbext-pcie ``Device`` to put on the root port instead of a
+    :class:`~sim.pcie_bridge.PcieBridge` to the RTL's raw TLP streams (for example the
+    7-series block model, ``sim.pcie7x_model``); it then drives the RTL itself and the
+    drivers have no INTx source. ``DUT_PARAMS`` must hold ``width``, ``link_speed``,
+    ``link_width``, ``capacity``, ``serial``, ``reorder_depth`` and ``msix_vectors``.
+    ``clock_ns``: the device's clock period.
+    """
 
     def __init__(self, dut, *, rx_idle: float = 0.0, tx_backpressure: float = 0.0,
-                 clock_ns: float = CLOCK_NS):
+                 endpoint=None, clock_ns: float = CLOCK_NS):
         self.dut = dut
         self.clock_ns = clock_ns
         self.params = json.loads(os.environ["DUT_PARAMS"])
@@ -78,10 +86,14 @@ class BlkDeviceTB:
         Clock(dut.clk, clock_ns, unit="ns").start()
         self.rc = RootComplex()
         self.rc.max_payload_size = 1            # 256 bytes: what the device supports
-        self.bridge = PcieBridge(dut, dut.clk, width=p["width"], link_speed=p["link_speed"],
-                                 link_width=p["link_width"], rx_idle=rx_idle,
-                                 tx_backpressure=tx_backpressure, rng=self.rng)
-        self.rc.make_port().connect(self.bridge)
+        if endpoint is None:
+            self.bridge = endpoint = PcieBridge(
+                dut, dut.clk, width=p["width"], link_speed=p["link_speed"],
+                link_width=p["link_width"], rx_idle=rx_idle, tx_backpressure=tx_backpressure,
+                rng=self.rng)
+        else:
+            self.bridge = None
+        self.rc.make_port().connect(endpoint)
         self.link_name = _LINK_NAMES.get((p["link_speed"], p["link_width"]),
                                          f"gen{p['link_speed']}x{p['link_width']}")
         self.capacity = p["capacity"]
@@ -94,7 +106,8 @@ class BlkDeviceTB:
     async def start(self) -> None:
         """Reset the RTL, enumerate, take host memory for the driver."""
         self.dut.rst.value = 1
-        self.dut.function_reset.value = 0
+        if hasattr(self.dut, "function_reset"):     # not on a 7-series block's user side
+            self.dut.function_reset.value = 0
         await ClockCycles(self.dut.clk, 10)
         self.dut.rst.value = 0
         # The reorder buffers clear their memories after reset; give them the time.

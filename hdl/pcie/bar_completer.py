@@ -63,6 +63,11 @@ class BarCompleter(wiring.Component):
         BAR0 is a 64-bit BAR (compare all address bits); else addresses above 4 GiB miss.
     max_read_dw : int
         Longest memory read served, 1 .. 32 DW.
+    decode_bar : bool
+        Compare addresses with ``bar_base`` (default). False: every memory request is a BAR0
+        hit at offset ``address % bar_size`` and there is no ``bar_base`` port; for a PCIe
+        core that owns the BARs and hands over only requests that hit BAR0 (the function
+        having no other BAR).
     width : int
         TLP stream width, 64 or 128.
 
@@ -74,15 +79,18 @@ class BarCompleter(wiring.Component):
     memory_enable : In(1)
         Command.Memory Space and the function in D0.
     bar_base : In(64)
-        BAR0 address as programmed (bits below log2(bar_size) are ignored).
+        BAR0 address as programmed (bits below log2(bar_size) are ignored); only with
+        ``decode_bar``.
     windows : Out(Signature({name: Out(RegisterBus.Signature(...))}))
     events : Out(BarEvents)
     counters : Out(BarCounters)
     """
 
     def __init__(self, *, windows, bar_size: int, bar_64bit: bool = False,
-                 max_read_dw: int = 16, width: int = 64):
+                 max_read_dw: int = 16, decode_bar: bool = True, width: int = 64):
         self.width = check_tlp_width(width)
+        if not isinstance(decode_bar, bool):
+            raise TypeError(f"decode_bar must be a bool, not {decode_bar!r}")
         if not isinstance(bar_size, int) or bar_size < 128 or bar_size & (bar_size - 1):
             raise ValueError(f"BAR size must be a power of two of at least 128 bytes, "
                              f"not {bar_size!r}")
@@ -109,17 +117,20 @@ class BarCompleter(wiring.Component):
         self.bar_size = bar_size
         self.bar_64bit = bool(bar_64bit)
         self.max_read_dw = max_read_dw
-        super().__init__({
+        self.decode_bar = decode_bar
+        members = {
             "rx": In(tlp_signature(width)),
             "tx": Out(tlp_signature(width)),
             "completer_id": In(16),
             "memory_enable": In(1),
-            "bar_base": In(64),
             "windows": Out(wiring.Signature({
                 w.name: Out(RegisterBus.Signature(addr_width=w.addr_width)) for w in windows})),
             "events": Out(BarEvents),
             "counters": Out(BarCounters),
-        })
+        }
+        if decode_bar:
+            members["bar_base"] = In(64)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -142,7 +153,9 @@ class BarCompleter(wiring.Component):
         length = Signal(11)
         m.d.comb += length.eq(Cat(hdr.length, hdr.length == 0))
         addr = hdr.addr
-        if self.bar_64bit:
+        if not self.decode_bar:
+            bar_hit = Const(1, 1)
+        elif self.bar_64bit:
             bar_hit = addr[bar_bits:64] == self.bar_base[bar_bits:64]
         else:
             bar_hit = (addr[32:64] == 0) & (addr[bar_bits:32] == self.bar_base[bar_bits:32])

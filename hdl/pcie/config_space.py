@@ -6,10 +6,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .params import FunctionIdentity, LinkParams, VendorCapability
+from .config_target import ConfigTarget
+from .params import FunctionIdentity, LinkParams, VendorCapability, place_capabilities
 from .register_bus import RegisterBus
-from .spec import (MSIX_MAX_VECTORS, CapId, Cfg, CplStatus, FunctionControl, MsixCap, PcieCap,
-                   PmCap, TlpFmtType, TlpHeader, check_tlp_width, tlp_signature)
+from .spec import (MSIX_MAX_VECTORS, CapId, Cfg, FunctionControl, MsixCap, PcieCap, PmCap,
+                   check_tlp_width, tlp_signature)
 
 __all__ = ["ConfigSpace", "ConfigEvents"]
 
@@ -148,14 +149,9 @@ class ConfigSpace(wiring.Component):
         if msix_vectors:
             sizes.append((CapId.MSIX, MsixCap.SIZE))
         sizes += [(CapId.VENDOR, cap.size) for cap in vendor_caps]
-        offset = 0x40
-        self.capabilities: list[tuple[int, int]] = []
-        for cap_id, size in sizes:
-            self.capabilities.append((cap_id, offset))
-            offset += size
-        if offset > 0x100:
-            raise ValueError(f"capabilities need {offset - 0x40} bytes but only 192 fit "
-                             f"between 40h and 100h; shorten the vendor capabilities")
+        offsets = place_capabilities([size for _, size in sizes], start=0x40)
+        self.capabilities: list[tuple[int, int]] = [
+            (cap_id, offset) for (cap_id, _), offset in zip(sizes, offsets)]
         self.pm_offset = self.capabilities[0][1]
         self.pcie_offset = self.capabilities[1][1]
         self.msix_offset = self.capabilities[2][1] if msix_vectors else None
@@ -208,8 +204,7 @@ class ConfigSpace(wiring.Component):
             dws[msix + MsixCap.PBA // 4] = self.msix_pba_offset
         for cap, off in zip(self.vendor_caps, self.vendor_cap_offsets):
             next_ptr = nexts[self.capabilities.index((CapId.VENDOR, off))]
-            raw = bytes([CapId.VENDOR, next_ptr]) + bytes(cap.body)
-            raw += bytes(cap.size - len(raw))
+            raw = cap.image(next_ptr)
             for k in range(0, cap.size, 4):
                 if k in cap.forward:
                     continue
@@ -224,18 +219,22 @@ class ConfigSpace(wiring.Component):
         pm = self.pm_offset // 4
         link = self.link
 
-        # --- Latched request --------------------------------------------------------------
-        req_hdr = Signal(TlpHeader)
-        wdata = Signal(32)
-        rdata = Signal(32)
-        status = Signal(CplStatus)
-        is_write = req_hdr.fmt_type == TlpFmtType.CFGWR0
+        # --- Requests: the transaction is ConfigTarget's, the registers are here ----------
+        m.submodules.target = target = ConfigTarget(width=self.width,
+                                                    forwarded=self.forwarded_dws)
+        wiring.connect(m, wiring.flipped(rx), target.rx)
+        wiring.connect(m, target.tx, wiring.flipped(tx))
+        wiring.connect(m, target.cfg_ext, wiring.flipped(self.cfg_ext))
+        req_hdr = target.request
+        wdata = target.write_data
         reg = req_hdr.cfg_reg
         be = req_hdr.first_be
         bemask = Cat(*(Cat(*[be[i]] * 8) for i in range(4)))
-
-        do_write = Signal()
-        cfg_ur = Signal()           # a request to a function number that does not exist
+        do_write = target.local_write
+        cfg_ur = target.unsupported
+        # The completer ID is the ID the request was addressed to.
+        m.d.comb += target.completer_id.eq(Cat(req_hdr.cfg_function, req_hdr.cfg_device,
+                                               req_hdr.cfg_bus))
 
         # --- Registers --------------------------------------------------------------------
         regs = {}
@@ -315,11 +314,10 @@ class ConfigSpace(wiring.Component):
             (link.speed | link.width << 4 | (PcieCap.LINK_STA_SLOT_CLOCK if link.slot_clock
                                               else 0)) << 16)
 
-        read_value = Signal(32)
         with m.Switch(reg):
             for dw_index, value in sorted(values.items()):
                 with m.Case(dw_index):
-                    m.d.comb += read_value.eq(value)
+                    m.d.comb += target.read_data.eq(value)
 
         # --- Outputs ----------------------------------------------------------------------
         m.d.comb += [
@@ -341,78 +339,6 @@ class ConfigSpace(wiring.Component):
         ]
         requester_id = Signal(16)
         m.d.comb += ctl.requester_id.eq(requester_id)
-
-        # --- Request handling -------------------------------------------------------------
-        forwarded = Signal()
-        with m.Switch(reg):
-            for dw_index in self.forwarded_dws:
-                with m.Case(dw_index):
-                    m.d.comb += forwarded.eq(1)
-        ext = self.cfg_ext
-        m.d.comb += [
-            ext.addr.eq(reg[0:6]),
-            ext.write.eq(is_write),
-            ext.be.eq(be),
-            ext.w_data.eq(wdata),
-        ]
-
-        with m.FSM(name="state"):
-            with m.State("IDLE"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += [req_hdr.eq(rx.payload.hdr),
-                                 wdata.eq(rx.payload.data[0:32])]
-                    with m.If(rx.payload.last):
-                        m.next = "EXEC"
-                    with m.Else():
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                # A configuration request carries at most one DW; anything more is dropped.
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid & rx.payload.last):
-                    m.next = "EXEC"
-            with m.State("EXEC"):
-                m.d.sync += [status.eq(CplStatus.SC), rdata.eq(read_value)]
-                with m.If(req_hdr.cfg_function != 0):
-                    # A single-function device: other function numbers do not exist.
-                    m.d.sync += status.eq(CplStatus.UR)
-                    m.d.comb += cfg_ur.eq(1)
-                    m.next = "SEND"
-                with m.Else():
-                    with m.If(is_write):
-                        m.d.sync += requester_id.eq(Cat(Const(0, 3), req_hdr.cfg_device,
-                                                        req_hdr.cfg_bus))
-                    with m.If(forwarded & (be != 0)):
-                        m.next = "FORWARD"
-                    with m.Else():
-                        m.d.comb += do_write.eq(is_write)
-                        m.next = "SEND"
-            with m.State("FORWARD"):
-                m.d.comb += ext.valid.eq(1)
-                with m.If(ext.ack):
-                    with m.If(~is_write):
-                        m.d.sync += rdata.eq(ext.r_data)
-                    m.next = "SEND"
-            with m.State("SEND"):
-                th = tx.payload.hdr
-                ok_read = ~is_write & (status == CplStatus.SC)
-                m.d.comb += [
-                    tx.valid.eq(1),
-                    th.fmt_type.eq(Mux(ok_read, TlpFmtType.CPLD, TlpFmtType.CPL)),
-                    th.length.eq(ok_read),
-                    th.status.eq(status),
-                    th.requester_id.eq(req_hdr.requester_id),
-                    th.tag.eq(req_hdr.tag),
-                    th.tc.eq(req_hdr.tc),
-                    th.attr.eq(req_hdr.attr),
-                    th.completer_id.eq(Cat(req_hdr.cfg_function, req_hdr.cfg_device,
-                                           req_hdr.cfg_bus)),
-                    th.byte_count.eq(4),
-                    tx.payload.data.eq(rdata),
-                    tx.payload.keep.eq(ok_read),
-                    tx.payload.first.eq(1),
-                    tx.payload.last.eq(1),
-                ]
-                with m.If(tx.ready):
-                    m.next = "IDLE"
+        with m.If(target.accepted_write):
+            m.d.sync += requester_id.eq(Cat(Const(0, 3), req_hdr.cfg_device, req_hdr.cfg_bus))
         return m

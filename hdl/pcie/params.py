@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .spec import PcieCap
+from .spec import CapId, PcieCap
 
-__all__ = ["FunctionIdentity", "LinkParams", "VendorCapability"]
+__all__ = ["FunctionIdentity", "LinkParams", "VendorCapability", "place_capabilities",
+           "capability_chain"]
 
 
 def _check_int(name: str, value: int, bits: int) -> None:
@@ -104,3 +105,35 @@ class VendorCapability:
     def size(self) -> int:
         """Bytes the capability occupies, rounded up to whole DWs."""
         return (len(self.body) + 2 + 3) // 4 * 4
+
+    def image(self, next_ptr: int) -> bytes:
+        """The ``size`` bytes a host reads, forwarded DWs included as the body gives them:
+        ID 09h, ``next_ptr``, the body, zero padding."""
+        if not isinstance(next_ptr, int) or not 0 <= next_ptr <= 0xFF or next_ptr % 4:
+            raise ValueError(f"next pointer {next_ptr!r} must be a DW-aligned byte offset")
+        raw = bytes([CapId.VENDOR, next_ptr]) + bytes(self.body)
+        return raw + bytes(self.size - len(raw))
+
+
+def place_capabilities(sizes, start: int, end: int = 0x100) -> list[int]:
+    """Offsets of capabilities of ``sizes`` bytes (multiples of 4) laid out back to back from
+    ``start`` (DW aligned); ``ValueError`` if they pass ``end``."""
+    if not isinstance(start, int) or start % 4 or not 0x40 <= start < end:
+        raise ValueError(f"capabilities start {start!r} must be DW aligned in 0x40..{end - 1:#x}")
+    offsets, offset = [], start
+    for size in sizes:
+        offsets.append(offset)
+        offset += size
+    if offset > end:
+        raise ValueError(f"capabilities need {offset - start} bytes but only {end - start} fit "
+                         f"between {start:#x} and {end:#x}")
+    return offsets
+
+
+def capability_chain(caps, start: int, end: int = 0x100) -> bytes:
+    """The bytes of vendor capabilities ``caps`` placed back to back from ``start`` by
+    :func:`place_capabilities`, each Next Pointer at the next and the last one 0 (PCI Local
+    Bus 3.0 §6.7); forwarded DWs hold what the capability bodies give."""
+    offsets = place_capabilities([cap.size for cap in caps], start, end)
+    nexts = offsets[1:] + [0]
+    return b"".join(cap.image(nxt) for cap, nxt in zip(caps, nexts))

@@ -12,14 +12,19 @@ from .msix_table import MsixTable
 from .params import FunctionIdentity, LinkParams
 from .register_bus import RegisterBus, RegisterWindow
 from .rx_router import RxRouter
-from .spec import FunctionControl, check_tlp_width, raw_tlp_signature, tlp_signature
+from .spec import CapId, FunctionControl, check_tlp_width, raw_tlp_signature, tlp_signature
 from .tlp_arbiter import TlpArbiter
 from .tlp_depacketizer import TlpDepacketizer
 from .tlp_packetizer import TlpPacketizer
+from .user_config_space import USER_CFG_BASE, UserConfigSpace
 
-__all__ = ["PcieFunction"]
+__all__ = ["PcieFunction", "CONFIG_MODES"]
 
 _RESERVED_WINDOW_NAMES = ("msix_table", "msix_pba")
+
+CONFIG_MODES = ("internal", "external")
+"""Who owns the configuration space: the function (``internal``) or the PCIe core
+(``external``, see :class:`PcieFunction`)."""
 
 
 class PcieFunction(wiring.Component):
@@ -31,6 +36,22 @@ class PcieFunction(wiring.Component):
     ``regs``) and answers or drops the rest. Transmit path: configuration completions, BAR
     completions, MSI-X writes, INTx messages and ``dma_req`` are merged round robin, whole
     TLPs at a time, then packetized onto ``tx``. See ``docs/pcie-function.md``.
+
+    External configuration (``config="external"``), for a PCIe core that owns the
+    configuration space (the Xilinx 7-series integrated block): the core holds the header,
+    the BARs, Power Management, PCI Express and MSI-X capabilities and shows their state;
+    ``control`` then repeats the ``core_control`` input. Configuration requests that reach
+    the function are those of the core's user-defined range: a
+    :class:`~hdl.pcie.user_config_space.UserConfigSpace` answers them with the vendor
+    capabilities from ``user_config_base`` (forwarded DWs on ``cfg_ext`` as usual, other
+    DWs read 0, writes ignored, completer ID ``core_control.requester_id``). The core passes on
+    only memory requests that hit one of its BARs, and this function has BAR0 alone (BAR0
+    and BAR1 when 64-bit), so every memory request is a BAR0 hit at offset ``address %
+    bar_size``, served while ``core_control.memory_space_en``. MSI-X is required (the core's
+    legacy interrupt is a sideband signal, not Assert_INTx messages): the INTx controller
+    is left out and so are the ``intx`` and ``dma_pending`` ports. The MSI-X Table and PBA
+    stay in BAR0 at ``msix_table_offset`` / ``msix_pba_offset``, where the core's MSI-X
+    capability must point; MSI-X Enable and Function Mask come from ``core_control``.
 
     Reset: ``rst`` of the clock domain or ``function_reset`` (synchronous, active high, for
     as long as wanted) returns every register and state machine of the function to its
@@ -66,6 +87,13 @@ class PcieFunction(wiring.Component):
         Link speed/width reported in Link Capabilities and Link Status (per board).
     max_read_dw : int
         Longest BAR0 read served (1..32 DW, default 16); longer reads get Completer Abort.
+    config : str
+        ``"internal"`` (default): the function's own configuration space. ``"external"``:
+        the PCIe core's (see above); ``identity``, ``max_payload_size_supported``,
+        ``ext_tag_supported`` and ``link`` are then the core's settings, not used here.
+    user_config_base : int
+        External mode: where the vendor capabilities start (default A8h, the 7-series
+        block's user-defined range); the core's last capability must point there.
 
     Attributes
     ----------
@@ -86,10 +114,17 @@ class PcieFunction(wiring.Component):
     msix : In(stream.Signature(unsigned(vector_width)))
         MSI-X vector requests (present only when ``msix_vectors`` > 0).
     intx : In(1)
-        Interrupt level for INTx (used while MSI-X is not enabled).
+        Interrupt level for INTx (used while MSI-X is not enabled); internal mode only.
     control : Out(FunctionControl)
+        The function's Command / Device Control / MSI-X state and captured ID.
+    core_control : In(FunctionControl)
+        External mode only: the same, from the PCIe core. (Not named ``function``: in
+        :class:`~hdl.virtio.virtio_pci_device.VirtioPciDevice` this component is the
+        ``function`` submodule, and Amaranth names the parent's input after this port, so
+        the two would clash and the instance would come out as ``function$N``.)
     dma_pending : In(1)
-        The DMA engine has non-posted requests outstanding (Device Status bit 5).
+        The DMA engine has non-posted requests outstanding (Device Status bit 5); internal
+        mode only (the core keeps Device Status).
     function_reset : In(1)
     counters : Out(BarCounters)
     """
@@ -99,8 +134,16 @@ class PcieFunction(wiring.Component):
                  msix_vectors: int = 8, msix_table_offset: int = 0x4000,
                  msix_pba_offset: int = 0x5000, vendor_caps=(),
                  max_payload_size_supported: int = 1, ext_tag_supported: bool = True,
-                 link: LinkParams = LinkParams(), max_read_dw: int = 16):
+                 link: LinkParams = LinkParams(), max_read_dw: int = 16,
+                 config: str = "internal", user_config_base: int = USER_CFG_BASE):
         self.width = check_tlp_width(width)
+        if config not in CONFIG_MODES:
+            raise ValueError(f"config must be one of {CONFIG_MODES}, not {config!r}")
+        self.external = config == "external"
+        if self.external and not msix_vectors:
+            raise ValueError("an external configuration space needs MSI-X (msix_vectors > 0): "
+                             "the PCIe core's legacy interrupt is a sideband, and this "
+                             "function sends no Assert_INTx messages in that mode")
         self.transport_windows = list(windows)
         for w in self.transport_windows:
             if not isinstance(w, RegisterWindow):
@@ -108,12 +151,16 @@ class PcieFunction(wiring.Component):
             if w.name in _RESERVED_WINDOW_NAMES:
                 raise ValueError(f"register window name {w.name!r} is reserved for MSI-X")
         self.msix_vectors = msix_vectors
-        self.config = ConfigSpace(
-            identity=identity, bar_size=bar_size, bar_64bit=bar_64bit,
-            msix_vectors=msix_vectors, msix_table_offset=msix_table_offset,
-            msix_pba_offset=msix_pba_offset, vendor_caps=vendor_caps,
-            max_payload_size_supported=max_payload_size_supported,
-            ext_tag_supported=ext_tag_supported, link=link, width=width)
+        if self.external:
+            self.config = UserConfigSpace(vendor_caps=vendor_caps, base=user_config_base,
+                                          width=width)
+        else:
+            self.config = ConfigSpace(
+                identity=identity, bar_size=bar_size, bar_64bit=bar_64bit,
+                msix_vectors=msix_vectors, msix_table_offset=msix_table_offset,
+                msix_pba_offset=msix_pba_offset, vendor_caps=vendor_caps,
+                max_payload_size_supported=max_payload_size_supported,
+                ext_tag_supported=ext_tag_supported, link=link, width=width)
         bar_windows = list(self.transport_windows)
         self.msix_table = None
         if msix_vectors:
@@ -124,7 +171,8 @@ class PcieFunction(wiring.Component):
             ]
         self.bar_windows = bar_windows
         self.bar = BarCompleter(windows=bar_windows, bar_size=bar_size, bar_64bit=bar_64bit,
-                                max_read_dw=max_read_dw, width=width)
+                                max_read_dw=max_read_dw, decode_bar=not self.external,
+                                width=width)
 
         members = {
             "rx": In(raw_tlp_signature(width)),
@@ -135,12 +183,15 @@ class PcieFunction(wiring.Component):
                 w.name: Out(RegisterBus.Signature(addr_width=w.addr_width))
                 for w in self.transport_windows})),
             "cfg_ext": Out(RegisterBus.Signature(addr_width=6)),
-            "intx": In(1),
             "control": Out(FunctionControl),
-            "dma_pending": In(1),
             "function_reset": In(1),
             "counters": Out(BarCounters),
         }
+        if self.external:
+            members["core_control"] = In(FunctionControl)
+        else:
+            members["intx"] = In(1)
+            members["dma_pending"] = In(1)
         if msix_vectors:
             self.vector_width = self.msix_table.vector_width
             members["msix"] = In(stream.Signature(unsigned(self.vector_width)))
@@ -149,7 +200,10 @@ class PcieFunction(wiring.Component):
     # Where things ended up, for the transport and the tests.
     @property
     def capabilities(self) -> list[tuple[int, int]]:
-        """``(capability ID, offset)`` in list order."""
+        """``(capability ID, offset)`` in list order (in external mode only the vendor
+        capabilities: the core places the others)."""
+        if self.external:
+            return [(CapId.VENDOR, off) for off in self.config.vendor_cap_offsets]
         return list(self.config.capabilities)
 
     @property
@@ -165,8 +219,10 @@ class PcieFunction(wiring.Component):
         m.submodules.router = reset(router := RxRouter(width=width))
         m.submodules.config = reset(cfg := self.config)
         m.submodules.bar = reset(bar := self.bar)
-        m.submodules.intx = reset(intx := IntxController(width=width))
-        sources = [cfg.tx, bar.tx, intx.tx]
+        sources = [cfg.tx, bar.tx]
+        if not self.external:
+            m.submodules.intx = reset(intx := IntxController(width=width))
+            sources.append(intx.tx)
         if self.msix_table is not None:
             m.submodules.msix = reset(msix := self.msix_table)
             sources.append(msix.tx)
@@ -188,27 +244,37 @@ class PcieFunction(wiring.Component):
         wiring.connect(m, pkt.raw, wiring.flipped(self.tx))
 
         # Configuration space <-> the rest.
-        ctl = cfg.control
+        wiring.connect(m, cfg.cfg_ext, wiring.flipped(self.cfg_ext))
         m.d.comb += [
-            self.control.eq(ctl),
-            bar.completer_id.eq(ctl.requester_id),
-            bar.memory_enable.eq(ctl.memory_space_en & cfg.power_d0),
-            bar.bar_base.eq(cfg.bar_base),
-            cfg.events.ur_detected.eq(bar.events.ur),
-            cfg.events.ca_sent.eq(bar.events.ca),
-            cfg.events.poisoned.eq(router.events.poisoned),
-            cfg.events.cpl_poisoned.eq(router.events.cpl_poisoned),
-            cfg.events.cpl_ur.eq(router.events.cpl_ur),
-            cfg.events.cpl_ca.eq(router.events.cpl_ca),
-            cfg.transactions_pending.eq(self.dma_pending),
-            cfg.interrupt_status.eq(intx.interrupt_status),
-            intx.level.eq(self.intx),
-            intx.msix_enable.eq(ctl.msix_enable),
-            intx.interrupt_disable.eq(ctl.interrupt_disable),
-            intx.requester_id.eq(ctl.requester_id),
+            bar.completer_id.eq(self.control.requester_id),
             self.counters.eq(bar.counters),
         ]
-        wiring.connect(m, cfg.cfg_ext, wiring.flipped(self.cfg_ext))
+        if self.external:
+            ctl = self.core_control
+            m.d.comb += [
+                self.control.eq(ctl),
+                cfg.completer_id.eq(ctl.requester_id),
+                bar.memory_enable.eq(ctl.memory_space_en),
+            ]
+        else:
+            ctl = cfg.control
+            m.d.comb += [
+                self.control.eq(ctl),
+                bar.memory_enable.eq(ctl.memory_space_en & cfg.power_d0),
+                bar.bar_base.eq(cfg.bar_base),
+                cfg.events.ur_detected.eq(bar.events.ur),
+                cfg.events.ca_sent.eq(bar.events.ca),
+                cfg.events.poisoned.eq(router.events.poisoned),
+                cfg.events.cpl_poisoned.eq(router.events.cpl_poisoned),
+                cfg.events.cpl_ur.eq(router.events.cpl_ur),
+                cfg.events.cpl_ca.eq(router.events.cpl_ca),
+                cfg.transactions_pending.eq(self.dma_pending),
+                cfg.interrupt_status.eq(intx.interrupt_status),
+                intx.level.eq(self.intx),
+                intx.msix_enable.eq(ctl.msix_enable),
+                intx.interrupt_disable.eq(ctl.interrupt_disable),
+                intx.requester_id.eq(ctl.requester_id),
+            ]
 
         # BAR0 windows.
         for w in self.transport_windows:

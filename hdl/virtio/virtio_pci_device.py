@@ -13,8 +13,9 @@ from hdl.pcie.bar_completer import BarCounters
 from hdl.pcie.dma.dma_engine import DmaEngine
 from hdl.pcie.dma.layouts import DmaStatus, FcCreditLimit
 from hdl.pcie.params import FunctionIdentity, LinkParams
-from hdl.pcie.pcie_function import PcieFunction
-from hdl.pcie.spec import check_tlp_width, raw_tlp_signature
+from hdl.pcie.pcie_function import CONFIG_MODES, PcieFunction
+from hdl.pcie.user_config_space import USER_CFG_BASE
+from hdl.pcie.spec import FunctionControl, check_tlp_width, raw_tlp_signature
 from hdl.virtio.device_backend import check_backend
 from hdl.virtio.spec import Feature, MAX_QUEUE_SIZE, feature_mask
 from hdl.virtio.transport_map import PCI_CFG_CAP_INDEX, TransportMap
@@ -56,7 +57,10 @@ class VirtioPciDeviceParams:
         ``width`` (TLP and DMA data width, 64 or 128), ``identity``, ``bar_64bit``,
         ``msix_vectors`` (MSI-X Table Size 1..64, or 0 for an INTx-only build),
         ``max_payload_size_supported`` (encoding 0..5), ``link``, ``max_read_dw`` (longest
-        BAR0 read served), ``transport_map`` (BAR0 layout and capabilities).
+        BAR0 read served), ``transport_map`` (BAR0 layout and capabilities), ``config``
+        (``"internal"``: the function's own configuration space; ``"external"``: a PCIe
+        core's, which needs MSI-X, see :class:`~hdl.pcie.pcie_function.PcieFunction`),
+        ``user_config_base`` (external mode: where the vendor capabilities start).
     Virtqueue engine
         ``num_queues`` (1..16), ``max_queue_size``, ``reorder_depth``, ``max_batch``,
         ``max_block``, ``max_chain_len``, ``max_used_batch``, ``fetch_low_water`` (see
@@ -89,6 +93,8 @@ class VirtioPciDeviceParams:
     dma_read_slots: int = 32
     dma_timeout: int = 125_000
     features: int = TRANSPORT_FEATURES
+    config: str = "internal"
+    user_config_base: int = USER_CFG_BASE
 
     def __post_init__(self):
         check_tlp_width(self.width)
@@ -114,6 +120,11 @@ class VirtioPciDeviceParams:
                and self.features >> Feature.VERSION_1 & 1,
                f"features {self.features!r} must be a subset of the transport features "
                f"{TRANSPORT_FEATURES:#x} that includes VERSION_1")
+        _check(self.config in CONFIG_MODES,
+               f"config must be one of {CONFIG_MODES}, not {self.config!r}")
+        _check(self.config == "internal" or self.msix_vectors > 0,
+               "an external configuration space needs MSI-X (msix_vectors > 0): the PCIe "
+               "core's legacy interrupt is a sideband, not Assert_INTx messages")
         tm = self.transport_map
         _check(tm.msix_table_offset + 16 * max(self.msix_vectors, 1) <= tm.bar_size
                and tm.msix_pba_offset + 8 <= tm.bar_size,
@@ -165,6 +176,10 @@ class VirtioPciDevice(wiring.Component):
         whose transmit side enforces credits itself may tie every ``*_inf`` and ``valid``
         high.
     function_reset : In(1)
+    core_control : In(FunctionControl)
+        Only with ``config="external"``: the PCIe core's Command / Device Control / MSI-X
+        state and captured ID (for the 7-series block, from
+        :class:`~hdl.pcie.xilinx7.CfgStatus`), to the function's ``core_control``.
     device_status : Out(8)
     engine_error : Out(VirtqError)
         Why the engine asked for DEVICE_NEEDS_RESET (valid while that status bit is set).
@@ -182,19 +197,19 @@ class VirtioPciDevice(wiring.Component):
         p = self.params = params
         self.backend = backend
         tm = p.transport_map
-        self.function = PcieFunction(
+        self.pcie = PcieFunction(
             width=p.width, identity=p.identity, bar_size=tm.bar_size, bar_64bit=p.bar_64bit,
             windows=tm.windows(), msix_vectors=p.msix_vectors,
             msix_table_offset=tm.msix_table_offset, msix_pba_offset=tm.msix_pba_offset,
             vendor_caps=tm.vendor_caps(),
             max_payload_size_supported=p.max_payload_size_supported, link=p.link,
-            max_read_dw=p.max_read_dw)
+            max_read_dw=p.max_read_dw, config=p.config, user_config_base=p.user_config_base)
         self.offered_features = p.features | backend.device_features
         self.transport = VirtioPciTransport(
             num_queues=p.num_queues, max_queue_size=p.max_queue_size,
             msix_vectors=p.msix_vectors, device_features=self.offered_features,
             transport_map=tm,
-            pci_cfg_offset=self.function.vendor_cap_offsets[PCI_CFG_CAP_INDEX])
+            pci_cfg_offset=self.pcie.vendor_cap_offsets[PCI_CFG_CAP_INDEX])
         self.engine = VirtqueueEngine(
             num_queues=p.num_queues, max_queue_size=p.max_queue_size,
             reorder_depth=p.reorder_depth, data_width=p.width, max_batch=p.max_batch,
@@ -205,7 +220,7 @@ class VirtioPciDevice(wiring.Component):
             write_channels=_ENGINE_WRITE_CHANNELS + backend.write_channels,
             width=p.width, tags=p.dma_tags, cpl_buffer_bytes=p.dma_cpl_buffer_bytes,
             read_slots=p.dma_read_slots, timeout=p.dma_timeout)
-        super().__init__({
+        members = {
             "rx": In(raw_tlp_signature(p.width)),
             "tx": Out(raw_tlp_signature(p.width)),
             "credits": In(FcCreditLimit),
@@ -216,12 +231,15 @@ class VirtioPciDevice(wiring.Component):
             "dma_status": Out(DmaStatus),
             "bar_counters": Out(BarCounters),
             "transport_counters": Out(TransportCounters),
-        })
+        }
+        if p.config == "external":
+            members["core_control"] = In(FunctionControl)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         reset = ResetInserter(self.function_reset)
-        m.submodules.function = function = self.function
+        m.submodules.function = function = self.pcie
         m.submodules.dma = dma = reset(self.dma)
         m.submodules.transport = transport = reset(self.transport)
         m.submodules.engine = engine = reset(self.engine)
@@ -231,6 +249,8 @@ class VirtioPciDevice(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), function.rx)
         wiring.connect(m, function.tx, wiring.flipped(self.tx))
         m.d.comb += function.function_reset.eq(self.function_reset)
+        if self.params.config == "external":
+            m.d.comb += function.core_control.eq(self.core_control)
 
         # DMA engine <-> function.
         wiring.connect(m, dma.req, function.dma_req)
@@ -238,16 +258,16 @@ class VirtioPciDevice(wiring.Component):
         m.d.comb += [
             dma.ctrl.eq(function.control),
             dma.credits.eq(self.credits),
-            function.dma_pending.eq(dma.pending),
         ]
+        if self.params.config == "internal":
+            m.d.comb += function.dma_pending.eq(dma.pending)
 
         # Transport <-> function.
         wiring.connect(m, function.regs, transport.regs)
         wiring.connect(m, function.cfg_ext, transport.cfg_ext)
-        m.d.comb += [
-            transport.msix_enable.eq(function.control.msix_enable),
-            function.intx.eq(transport.intx),
-        ]
+        m.d.comb += transport.msix_enable.eq(function.control.msix_enable)
+        if self.params.config == "internal":
+            m.d.comb += function.intx.eq(transport.intx)
         if self.params.msix_vectors:
             wiring.connect(m, transport.msix, function.msix)
 

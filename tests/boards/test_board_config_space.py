@@ -35,11 +35,16 @@ def test_chain_layout(num_queues):
     assert [c[2] for c in caps] == [16, 20, 16, 16, 20]
     assert all(c[4] == 0 for c in caps)                    # all in BAR0
     common, notify, isr, device, pci_cfg = caps
-    assert (common[5], common[6]) == (p.common_cfg_offset, 0x3C)
-    assert (notify[5], notify[6]) == (p.notify_offset, num_queues * p.notify_off_multiplier)
+    # Each structure's length is its 4 KiB window of BAR0 (the BAR0 map of
+    # docs/architecture.md), which holds the whole structure (virtio 1.2 §4.1.4.3.1:
+    # struct virtio_pci_common_cfg is 0x3C bytes; struct virtio_blk_config 0x48, §5.2.4).
+    window = 0x1000
+    assert (common[5], common[6]) == (p.common_cfg_offset, window) and window >= 0x3C
+    assert (notify[5], notify[6]) == (p.notify_offset, window)
+    assert window >= num_queues * p.notify_off_multiplier
     assert struct.unpack_from("<I", notify[7], 16)[0] == p.notify_off_multiplier
-    assert (isr[5], isr[6]) == (p.isr_offset, 1)
-    assert (device[5], device[6]) == (p.device_cfg_offset, 0x48)   # struct virtio_blk_config
+    assert (isr[5], isr[6]) == (p.isr_offset, window)
+    assert (device[5], device[6]) == (p.device_cfg_offset, window) and window >= 0x48
     assert (pci_cfg[5], pci_cfg[6]) == (0, 0) and pci_cfg[7][16:20] == bytes(4)
 
 

@@ -61,6 +61,18 @@ def test_nitefury_dry_run_writes_the_whole_tree(nitefury_tree):
     assert report["target_mhz"] == 125.0
     for key in ("lut", "ff", "bram"):
         assert key in report
+    # The design is the whole virtio-blk device with the configuration space shared with
+    # the hard block: the user-defined-range responder instead of a configuration space,
+    # no INTx controller.
+    assert report["design"] == "hdl.top.VirtioBlkDevice" and report["standin"] is False
+    verilog = (nitefury_tree / "top.v").read_text()
+    device = r"top\.device\.design\.device"
+    for part in ("function", "function.config", "function.config.target", "function.msix",
+                 "dma", "transport", "engine", "backend", "backend.storage"):
+        assert re.search(rf"^module \\{device}\.{re.escape(part)} \(", verilog, re.MULTILINE), \
+            f"no {part} in top.v"
+    assert not re.search(rf"^module \\{device}\.function\.intx \(", verilog, re.MULTILINE)
+    assert "rx_adapter" in verilog and "cfg_status" in verilog
 
 
 def test_nitefury_verilog_parses_and_instantiates_the_ip(nitefury_tree):
@@ -131,6 +143,17 @@ def test_nitefury_ip_configuration_matches_the_device(nitefury_tree):
                                     "synth_ip [get_ips pcie_7x_0]", "synth_design -top top",
                                     "write_bitstream")]
     assert order == sorted(order)
+
+
+def test_nitefury_standin_dry_run(tmp_path):
+    # --standin still builds the small stand-in instead of the device, and says so.
+    result = run_cli("--board", "nitefury", "--dry-run", "--standin", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["standin"] is True and report["design"] == "boards.standin.StandInFunction"
+    verilog = (tmp_path / "top.v").read_text()
+    assert re.search(r"^module \\top\.device\.design ", verilog, re.MULTILINE)
+    assert not re.search(r"^module \\top\.device\.design\.device\.", verilog, re.MULTILINE)
 
 
 def test_nitefury_without_vivado_fails_with_one_line(tmp_path):
