@@ -1,18 +1,19 @@
 """The virtio-blk request engine: virtqueue elements in, storage commands and DMA out."""
-from amaranth.hdl import Module, ResetInserter, Shape, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from hdl.blk.byte_repacker import ByteRepacker
 from hdl.blk.element_collector import ElementCollector
-from hdl.blk.layouts import desc_layout, read_kind_layout, slot_meta_layout
+from hdl.blk.layouts import desc_layout, slot_meta_layout
 from hdl.blk.read_router import ReadRouter
 from hdl.blk.request_back_end import RequestBackEnd
 from hdl.blk.request_decoder import MAX_CAPACITY
 from hdl.blk.request_front_end import RequestFrontEnd
 from hdl.blk.storage_port import StorageSignature, beats_per_sector
+from hdl.stream_fifo import queue_stream
 from hdl.pcie.dma_port import MAX_DMA_LEN, ReadChannelSignature, WriteChannelSignature
 from hdl.virtio.spec import VIRTIO_BLK_ID_BYTES
 from hdl.virtio.virtqueue_port import VirtqElemDesc, VirtqElemDone
@@ -177,17 +178,7 @@ class BlkRequestEngine(wiring.Component):
         wiring.connect(m, be.release, col.release)
 
         # DMA reads: the front end's commands, their kinds queued for the router.
-        kind_layout = read_kind_layout(self.tag_width)
-        m.submodules.kinds = kinds = fifo.SyncFIFOBuffered(
-            width=Shape.cast(kind_layout).width, depth=self.max_reads)
-        m.d.comb += [
-            kinds.w_data.eq(fe.kind.payload),
-            kinds.w_en.eq(fe.kind.valid),
-            fe.kind.ready.eq(kinds.w_rdy),
-            router.kind.payload.eq(data.View(kind_layout, kinds.r_data)),
-            router.kind.valid.eq(kinds.r_rdy),
-            kinds.r_en.eq(router.kind.ready),
-        ]
+        kinds = queue_stream(m, "kinds", fe.kind, router.kind, depth=self.max_reads)
         wiring.connect(m, fe.dma_cmd, wiring.flipped(self.rd.cmd))
         wiring.connect(m, wiring.flipped(self.rd.data), router.dma)
         wiring.connect(m, router.header, fe.header)
@@ -195,15 +186,7 @@ class BlkRequestEngine(wiring.Component):
         wiring.connect(m, fe.decision, be.decision)
 
         # OUT data: router -> packer -> storage, cut at each WRITE's length.
-        m.submodules.pack_segs = pack_segs = fifo.SyncFIFOBuffered(width=32, depth=4)
-        m.d.comb += [
-            pack_segs.w_data.eq(fe.pack_seg.payload),
-            pack_segs.w_en.eq(fe.pack_seg.valid),
-            fe.pack_seg.ready.eq(pack_segs.w_rdy),
-            packer.seg.payload.eq(pack_segs.r_data),
-            packer.seg.valid.eq(pack_segs.r_rdy),
-            pack_segs.r_en.eq(packer.seg.ready),
-        ]
+        pack_segs = queue_stream(m, "pack_segs", fe.pack_seg, packer.seg, depth=4)
         wiring.connect(m, router.data, packer.i)
         st = self.storage
         m.d.comb += [

@@ -16,6 +16,7 @@ from hdl.pcie.params import FunctionIdentity, LinkParams
 from hdl.pcie.pcie_function import CONFIG_MODES, PcieFunction
 from hdl.pcie.user_config_space import USER_CFG_BASE
 from hdl.pcie.spec import FunctionControl, check_tlp_width, raw_tlp_signature
+from hdl.stream_fifo import queue_stream
 from hdl.virtio.device_backend import check_backend
 from hdl.virtio.spec import Feature, MAX_QUEUE_SIZE, feature_mask
 from hdl.virtio.transport_map import PCI_CFG_CAP_INDEX, TransportMap
@@ -252,8 +253,12 @@ class VirtioPciDevice(wiring.Component):
         if self.params.config == "external":
             m.d.comb += function.core_control.eq(self.core_control)
 
-        # DMA engine <-> function.
-        wiring.connect(m, dma.req, function.dma_req)
+        # DMA engine <-> function. Requests pass a small FIFO: its valid and ready are
+        # registered, so the function's transmit arbitration and the DMA engine's choice of
+        # request are not one combinational path (they were on the ECP5).
+        req_queue = Module()
+        queue_stream(req_queue, "fifo", dma.req, function.dma_req, depth=4)
+        m.submodules.dma_req_queue = reset(req_queue)
         wiring.connect(m, function.dma_cpl, dma.cpl)
         m.d.comb += [
             dma.ctrl.eq(function.control),

@@ -62,9 +62,13 @@ def _table(rows: list[dict]) -> Table:
                   "on" if r["in_order"] else "off",
                   f"{100 * r['link_efficiency']:.1f} %", f"{r['iops']:,.0f}",
                   f"{r['mb_per_s']:.1f}", f"{r['control_tlps_per_request']:.2f}",
-                  f"{r['mean_run_length']:.2f}", f"{r['latency_p50_ns'] / 1000:.1f} us",
-                  f"{r['latency_p99_ns'] / 1000:.1f} us")
+                  f"{r['mean_run_length']:.2f}", _latency(r["latency_p50_ns"]),
+                  _latency(r["latency_p99_ns"]))
     return t
+
+
+def _latency(ns: float) -> str:
+    return f"{ns / 1e3:.1f} us" if ns < 1e6 else f"{ns / 1e6:.2f} ms"
 
 
 def _plot(rows: list[dict], path: Path) -> None:

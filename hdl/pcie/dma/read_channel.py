@@ -108,11 +108,16 @@ class ReadChannel(wiring.Component):
         ]
 
         # --- splitting and reservation ---------------------------------------------------
+        # A piece is planned (size, beats) in the cycle before it is offered, from registers
+        # only: the size arithmetic and the requester's grant are in different cycles, and
+        # the room left is a counter, not a difference. A channel offers at most one piece
+        # every other cycle, far more than the link carries.
         active = Signal()
         cur = Signal(64)
         left = Signal(range(MAX_DMA_LEN + 1))
         reserved = Signal(self.ring_bits + 1)
-        released = Signal(self.ring_bits + 1)
+        free = Signal(self.ring_bits + 1, init=self.ring_beats)
+        release = Signal()              # a beat leaves the buffer this cycle
         slot_w = Signal(self.slot_bits)
 
         bad = (cmd.payload.len == 0) | (cmd.payload.len > MAX_DMA_LEN)
@@ -127,38 +132,50 @@ class ReadChannel(wiring.Component):
         with m.If(cmd.valid & cmd.ready & ~bad):
             m.d.sync += [active.eq(1), cur.eq(cmd.payload.addr), left.eq(cmd.payload.len)]
 
+        # The read size, registered: Device Control changes by configuration writes only.
         max_log2 = self.max_read.bit_length() - 1
         mrrs_log2 = 7 + Mux(self.mrrs > 5, 5, self.mrrs)
-        size_log2 = Signal(range(13))
-        m.d.comb += size_log2.eq(Mux(mrrs_log2 > max_log2, max_log2, mrrs_log2))
+        size_log2 = Signal(range(13), init=7)
+        m.d.sync += size_log2.eq(Mux(mrrs_log2 > max_log2, max_log2, mrrs_log2))
         room = Signal(range(4097))
         m.d.comb += room.eq((1 << size_log2) - (cur[:12] & ((1 << size_log2) - 1)))
         size = Signal(range(4097))
         m.d.comb += size.eq(Mux(left < room, left, room))
-        beats = Signal(range(4096 // B + 2))
+        beats_layout = range(4096 // B + 2)
+        beats = Signal(beats_layout)
         m.d.comb += beats.eq((cur[:b_bits] + size + B - 1) >> b_bits)
-        free = Signal(self.ring_bits + 1)
-        m.d.comb += free.eq(self.ring_beats - (reserved - released))
+
+        planned = Signal()
+        p_size = Signal(range(4097))
+        p_beats = Signal(beats_layout)
+        p_last = Signal()               # the piece ends the command
+        with m.If(active & ~planned):
+            m.d.sync += [planned.eq(1), p_size.eq(size), p_beats.eq(beats),
+                         p_last.eq(size == left)]
 
         sub = self.sub.payload
         slot_in = data.View(slot_layout, slotq.w_data)
+        taken = Signal()
         m.d.comb += [
-            self.sub.valid.eq(active & slotq.w_rdy & (beats <= free)),
+            self.sub.valid.eq(planned & slotq.w_rdy & (p_beats <= free)),
             sub.addr.eq(cur),
-            sub.len.eq(size),
+            sub.len.eq(p_size),
             sub.slot.eq(slot_w),
             sub.ring_base.eq(reserved[:self.ring_bits]),
-            slotq.w_en.eq(self.sub.valid & self.sub.ready),
-            slot_in.beats.eq(beats),
+            taken.eq(self.sub.valid & self.sub.ready),
+            slotq.w_en.eq(taken),
+            slot_in.beats.eq(p_beats),
         ]
-        with m.If(self.sub.valid & self.sub.ready):
+        m.d.sync += free.eq(free - Mux(taken, p_beats, 0) + release)
+        with m.If(taken):
             m.d.sync += [
-                reserved.eq(reserved + beats),
-                cur.eq(cur + size),
-                left.eq(left - size),
+                reserved.eq(reserved + p_beats),
+                cur.eq(cur + p_size),
+                left.eq(left - p_size),
                 slot_w.eq(slot_w + 1),
+                planned.eq(0),
             ]
-            with m.If(size == left):
+            with m.If(p_last):
                 m.d.sync += active.eq(0)
 
         # --- completion buffer -------------------------------------------------------------
@@ -206,9 +223,9 @@ class ReadChannel(wiring.Component):
                 m.d.sync += [
                     q_err.eq(errors[slot_r]),
                     rp.eq(rp + 1),
-                    released.eq(released + 1),
                     in_slot.eq(in_slot + 1),
                 ]
+                m.d.comb += release.eq(1)
                 with m.If(in_slot == head.beats - 1):
                     m.d.comb += slotq.r_en.eq(1)
                     m.d.sync += [done.bit_select(slot_r, 1).eq(0), slot_r.eq(slot_r + 1),

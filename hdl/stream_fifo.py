@@ -1,0 +1,27 @@
+"""A stream passed through a synchronous FIFO, for when a queue sits between two components."""
+from amaranth.hdl import Module, Shape
+from amaranth.lib import fifo
+
+__all__ = ["queue_stream"]
+
+
+def queue_stream(m: Module, name: str, source, sink, depth: int) -> fifo.SyncFIFOBuffered:
+    """Connect stream ``source`` to stream ``sink`` through a ``fifo.SyncFIFOBuffered`` of
+    ``depth`` entries, added to ``m`` as submodule ``name``, and return the FIFO.
+
+    Both ends see registered handshakes: the sink's ``valid`` is the FIFO's output register,
+    the source's ``ready`` its fill level, so no combinational path runs from one side to
+    the other. The payloads must have the same shape. Reset empties the FIFO (whatever was
+    queued is dropped), so it belongs to the reset domain of both ends.
+    """
+    width = Shape.cast(source.payload.shape()).width
+    m.submodules[name] = queue = fifo.SyncFIFOBuffered(width=width, depth=depth)
+    m.d.comb += [
+        queue.w_data.eq(source.payload),
+        queue.w_en.eq(source.valid),
+        source.ready.eq(queue.w_rdy),
+        sink.payload.eq(queue.r_data),
+        sink.valid.eq(queue.r_rdy),
+        queue.r_en.eq(sink.ready),
+    ]
+    return queue
