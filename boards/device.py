@@ -30,7 +30,6 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.dma.layouts import UNLIMITED_CREDITS
 from hdl.pcie.params import FunctionIdentity, LinkParams
-from hdl.pcie.pcie_function import CONFIG_MODES
 from hdl.pcie.spec import MPS_BYTES, FunctionControl, check_tlp_width, raw_tlp_signature
 from hdl.top import VirtioBlkDevice, VirtioBlkDeviceParams
 from hdl.virtio.transport_map import TransportMap
@@ -143,12 +142,6 @@ def device_params(params: DeviceParams, *, config: str = "internal",
     """The device's parameters for a board's :class:`DeviceParams`; ``config`` and
     ``user_config_base`` as in :class:`~hdl.virtio.virtio_pci_device.VirtioPciDeviceParams`
     (``"external"`` needs ``params.msix``)."""
-    if config not in CONFIG_MODES:
-        raise ValueError(f"config must be one of {CONFIG_MODES}, not {config!r}")
-    if config == "external" and not params.msix:
-        raise ValueError("a device behind a PCIe core that owns the configuration space "
-                         "needs MSI-X (DeviceParams.msix): the core's legacy interrupt is a "
-                         "sideband this device does not drive")
     layout = TransportMap()
     for name, value in (("common_cfg_offset", layout.common_offset),
                         ("isr_offset", layout.isr_offset),

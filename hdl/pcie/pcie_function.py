@@ -18,13 +18,24 @@ from .tlp_depacketizer import TlpDepacketizer
 from .tlp_packetizer import TlpPacketizer
 from .user_config_space import USER_CFG_BASE, UserConfigSpace
 
-__all__ = ["PcieFunction", "CONFIG_MODES"]
+__all__ = ["PcieFunction", "CONFIG_MODES", "check_config_mode"]
 
 _RESERVED_WINDOW_NAMES = ("msix_table", "msix_pba")
 
 CONFIG_MODES = ("internal", "external")
 """Who owns the configuration space: the function (``internal``) or the PCIe core
 (``external``, see :class:`PcieFunction`)."""
+
+
+def check_config_mode(config: str, msix_vectors: int) -> None:
+    """Raise ``ValueError`` unless ``config`` is one of :data:`CONFIG_MODES` and, when it is
+    ``"external"``, MSI-X is present (``msix_vectors`` > 0)."""
+    if config not in CONFIG_MODES:
+        raise ValueError(f"config must be one of {CONFIG_MODES}, not {config!r}")
+    if config == "external" and not msix_vectors:
+        raise ValueError("an external configuration space needs MSI-X (msix_vectors > 0): "
+                         "the PCIe core's legacy interrupt is a sideband, and this "
+                         "function sends no Assert_INTx messages in that mode")
 
 
 class PcieFunction(wiring.Component):
@@ -137,13 +148,8 @@ class PcieFunction(wiring.Component):
                  link: LinkParams = LinkParams(), max_read_dw: int = 16,
                  config: str = "internal", user_config_base: int = USER_CFG_BASE):
         self.width = check_tlp_width(width)
-        if config not in CONFIG_MODES:
-            raise ValueError(f"config must be one of {CONFIG_MODES}, not {config!r}")
+        check_config_mode(config, msix_vectors)
         self.external = config == "external"
-        if self.external and not msix_vectors:
-            raise ValueError("an external configuration space needs MSI-X (msix_vectors > 0): "
-                             "the PCIe core's legacy interrupt is a sideband, and this "
-                             "function sends no Assert_INTx messages in that mode")
         self.transport_windows = list(windows)
         for w in self.transport_windows:
             if not isinstance(w, RegisterWindow):

@@ -13,7 +13,7 @@ from hdl.pcie.bar_completer import BarCounters
 from hdl.pcie.dma.dma_engine import DmaEngine
 from hdl.pcie.dma.layouts import DmaStatus, FcCreditLimit
 from hdl.pcie.params import FunctionIdentity, LinkParams
-from hdl.pcie.pcie_function import CONFIG_MODES, PcieFunction
+from hdl.pcie.pcie_function import PcieFunction, check_config_mode
 from hdl.pcie.user_config_space import USER_CFG_BASE
 from hdl.pcie.spec import FunctionControl, check_tlp_width, raw_tlp_signature
 from hdl.stream_fifo import queue_stream
@@ -121,11 +121,7 @@ class VirtioPciDeviceParams:
                and self.features >> Feature.VERSION_1 & 1,
                f"features {self.features!r} must be a subset of the transport features "
                f"{TRANSPORT_FEATURES:#x} that includes VERSION_1")
-        _check(self.config in CONFIG_MODES,
-               f"config must be one of {CONFIG_MODES}, not {self.config!r}")
-        _check(self.config == "internal" or self.msix_vectors > 0,
-               "an external configuration space needs MSI-X (msix_vectors > 0): the PCIe "
-               "core's legacy interrupt is a sideband, not Assert_INTx messages")
+        check_config_mode(self.config, self.msix_vectors)
         tm = self.transport_map
         _check(tm.msix_table_offset + 16 * max(self.msix_vectors, 1) <= tm.bar_size
                and tm.msix_pba_offset + 8 <= tm.bar_size,
