@@ -5,9 +5,10 @@ from amaranth.lib import fifo
 __all__ = ["queue_stream"]
 
 
-def queue_stream(m: Module, name: str, source, sink, depth: int) -> fifo.SyncFIFOBuffered:
-    """Connect stream ``source`` to stream ``sink`` through a ``fifo.SyncFIFOBuffered`` of
-    ``depth`` entries, added to ``m`` as submodule ``name``, and return the FIFO.
+def queue_stream(m: Module, source, sink, depth: int) -> fifo.SyncFIFOBuffered:
+    """Connect stream ``source`` to stream ``sink`` in ``m`` through a new
+    ``fifo.SyncFIFOBuffered`` of ``depth`` entries and return the FIFO, which the caller adds
+    as a submodule (wrapped in a ``ResetInserter`` if it needs one).
 
     Both ends see registered handshakes: the sink's ``valid`` is the FIFO's output register,
     the source's ``ready`` its fill level, so no combinational path runs from one side to
@@ -15,7 +16,7 @@ def queue_stream(m: Module, name: str, source, sink, depth: int) -> fifo.SyncFIF
     queued is dropped), so it belongs to the reset domain of both ends.
     """
     width = Shape.cast(source.payload.shape()).width
-    m.submodules[name] = queue = fifo.SyncFIFOBuffered(width=width, depth=depth)
+    queue = fifo.SyncFIFOBuffered(width=width, depth=depth)
     m.d.comb += [
         queue.w_data.eq(source.payload),
         queue.w_en.eq(source.valid),

@@ -39,8 +39,8 @@ _BLK_KNOBS = ("capacity", "disk_banks", "disk_stripe", "disk_jitter", "disk_slot
 _BASE = dict(width=64, num_queues=2, msix_vectors=3, bar_64bit=False, link_speed=1,
              link_width=1, max_queue_size=256, reorder_depth=64, max_batch=16, max_block=32,
              max_chain_len=64, max_used_batch=16, fetch_low_water=8, dma_tags=32,
-             dma_cpl_buffer_bytes=4096, dma_read_slots=16, capacity=256, disk_banks=4, disk_stripe=8,
-             disk_latency=[4, 40, 120, 400], disk_jitter=16, disk_slots=16,
+             dma_cpl_buffer_bytes=4096, dma_read_slots=16, capacity=256, disk_banks=4,
+             disk_stripe=8, disk_latency=[4, 40, 120, 400], disk_jitter=16, disk_slots=16,
              serial="virtio-inorder-0001", size_max=65536, max_requests=16,
              max_descriptors=16, max_chunk=4096, max_reads=16, max_writes=16)
 

@@ -178,7 +178,7 @@ class BlkRequestEngine(wiring.Component):
         wiring.connect(m, be.release, col.release)
 
         # DMA reads: the front end's commands, their kinds queued for the router.
-        kinds = queue_stream(m, "kinds", fe.kind, router.kind, depth=self.max_reads)
+        m.submodules.kinds = kinds = queue_stream(m, fe.kind, router.kind, depth=self.max_reads)
         wiring.connect(m, fe.dma_cmd, wiring.flipped(self.rd.cmd))
         wiring.connect(m, wiring.flipped(self.rd.data), router.dma)
         wiring.connect(m, router.header, fe.header)
@@ -186,7 +186,7 @@ class BlkRequestEngine(wiring.Component):
         wiring.connect(m, fe.decision, be.decision)
 
         # OUT data: router -> packer -> storage, cut at each WRITE's length.
-        pack_segs = queue_stream(m, "pack_segs", fe.pack_seg, packer.seg, depth=4)
+        m.submodules.pack_segs = pack_segs = queue_stream(m, fe.pack_seg, packer.seg, depth=4)
         wiring.connect(m, router.data, packer.i)
         st = self.storage
         m.d.comb += [

@@ -252,9 +252,8 @@ class VirtioPciDevice(wiring.Component):
         # DMA engine <-> function. Requests pass a small FIFO: its valid and ready are
         # registered, so the function's transmit arbitration and the DMA engine's choice of
         # request are not one combinational path (they were on the ECP5).
-        req_queue = Module()
-        queue_stream(req_queue, "fifo", dma.req, function.dma_req, depth=4)
-        m.submodules.dma_req_queue = reset(req_queue)
+        m.submodules.dma_req_queue = reset(queue_stream(m, dma.req, function.dma_req,
+                                                        depth=4))
         wiring.connect(m, function.dma_cpl, dma.cpl)
         m.d.comb += [
             dma.ctrl.eq(function.control),
