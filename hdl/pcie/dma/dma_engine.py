@@ -5,6 +5,7 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.dma_port import ReadChannelSignature, WriteChannelSignature
 from hdl.pcie.spec import FunctionControl, check_tlp_width, tlp_signature
+from hdl.stream_fifo import queue_stream
 from hdl.pcie.dma.completion_tracker import CompletionTracker
 from hdl.pcie.dma.layouts import DmaStatus, FcCreditLimit
 from hdl.pcie.dma.read_channel import ReadChannel
@@ -14,6 +15,11 @@ from hdl.pcie.dma.tag_allocator import TagAllocator
 from hdl.pcie.dma.write_channel import WriteChannel
 
 __all__ = ["DmaEngine"]
+
+#: Entries of the queues between each TLP source and the request arbiter, and between each
+#: read channel and its client: three keep a stream at one beat per clock (``SyncFIFOBuffered`` refills its output register from an
+#: inner memory that is read a clock after it is written).
+_SOURCE_QUEUE = 3
 
 
 class DmaEngine(wiring.Component):
@@ -148,7 +154,11 @@ class DmaEngine(wiring.Component):
         wiring.connect(m, requester.issue, tracker.issue)
         wiring.connect(m, requester.refuse, tracker.refuse)
         wiring.connect(m, wiring.flipped(self.cpl), tracker.cpl)
-        wiring.connect(m, requester.tlp, arbiter.src[0])
+        # Every source reaches the arbiter through a short queue, so that the arbiter's
+        # choice (credits, round robin, the beat multiplexer) starts from registers and not
+        # from the sources' own logic (the write aligners, the tag free list).
+        m.submodules.requester_q = queue_stream(m, requester.tlp, arbiter.src[0],
+                                                depth=_SOURCE_QUEUE)
         wiring.connect(m, arbiter.out, wiring.flipped(self.req))
 
         for i in range(self.read_channels):
@@ -156,7 +166,11 @@ class DmaEngine(wiring.Component):
                                ring_beats=self.ring_beats, slots=self.read_slots,
                                max_read=self.max_read)
             m.submodules[f"rd{i}"] = chan
-            wiring.connect(m, wiring.flipped(self.rd[i]), chan.client)
+            wiring.connect(m, wiring.flipped(self.rd[i].cmd), chan.client.cmd)
+            # The client's read data leaves through a queue too: the aligner's output is
+            # computed from the completion buffer's read port in the same clock.
+            m.submodules[f"rd{i}_q"] = queue_stream(m, chan.client.data, self.rd[i].data,
+                                                   depth=_SOURCE_QUEUE)
             wiring.connect(m, chan.sub, requester.sub[i])
             m.d.comb += [
                 chan.mrrs.eq(ctrl.max_read_request_size),
@@ -168,7 +182,8 @@ class DmaEngine(wiring.Component):
             chan = WriteChannel(width=self.width)
             m.submodules[f"wr{j}"] = chan
             wiring.connect(m, wiring.flipped(self.wr[j]), chan.client)
-            wiring.connect(m, chan.tlp, arbiter.src[1 + j])
+            m.submodules[f"wr{j}_q"] = queue_stream(m, chan.tlp, arbiter.src[1 + j],
+                                                   depth=_SOURCE_QUEUE)
             m.d.comb += [
                 chan.mps.eq(ctrl.max_payload_size),
                 chan.bme.eq(ctrl.bus_master_en),
