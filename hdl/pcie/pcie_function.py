@@ -10,7 +10,7 @@ from .config_space import ConfigSpace
 from .intx_controller import IntxController
 from .msix_table import MsixTable
 from .params import FunctionIdentity, LinkParams
-from .register_bus import RegisterBus, RegisterWindow
+from .register_bus import RegisterBus, RegisterBusStage, RegisterWindow
 from .rx_router import RxRouter
 from .spec import CapId, FunctionControl, check_tlp_width, raw_tlp_signature, tlp_signature
 from .tlp_arbiter import TlpArbiter
@@ -83,7 +83,8 @@ class PcieFunction(wiring.Component):
         BAR0 as a 64-bit BAR (uses BAR1 for the upper half); default 32-bit.
     windows : sequence of RegisterWindow
         The transport's windows of BAR0; each becomes a register bus master port on ``regs``
-        named after it. ``msix_table`` and ``msix_pba`` are reserved.
+        named after it, behind a :class:`~hdl.pcie.register_bus.RegisterBusStage`.
+        ``msix_table`` and ``msix_pba`` are reserved.
     msix_vectors : int
         MSI-X Table Size (1..64), or 0 to leave MSI-X out entirely (INTx-only build).
     msix_table_offset, msix_pba_offset : int
@@ -282,9 +283,13 @@ class PcieFunction(wiring.Component):
                 intx.requester_id.eq(ctl.requester_id),
             ]
 
-        # BAR0 windows.
+        # BAR0 windows. The transport's go through a register slice: their clients decode
+        # deeply (arbiters, then the common configuration registers) and the BAR completer's
+        # bus signals come straight from the received TLP.
         for w in self.transport_windows:
-            wiring.connect(m, getattr(bar.windows, w.name), wiring.flipped(getattr(self.regs, w.name)))
+            stage = m.submodules[f"{w.name}_stage"] = RegisterBusStage(addr_width=w.addr_width)
+            wiring.connect(m, getattr(bar.windows, w.name), stage.master)
+            wiring.connect(m, stage.client, wiring.flipped(getattr(self.regs, w.name)))
         if self.msix_table is not None:
             wiring.connect(m, bar.windows.msix_table, msix.table)
             wiring.connect(m, bar.windows.msix_pba, msix.pba)

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RegisterBus", "RegisterWindow"]
+__all__ = ["RegisterBus", "RegisterBusStage", "RegisterWindow"]
 
 
 class RegisterBus:
@@ -114,3 +115,60 @@ class RegisterWindow:
 
     def overlaps(self, other: "RegisterWindow") -> bool:
         return self.offset < other.end and other.offset < self.end
+
+
+class RegisterBusStage(wiring.Component):
+    """A register slice on the register bus: every signal between master and client is
+    registered, so no combinational path runs through it in either direction.
+
+    A request seen on ``master`` is copied into registers and presented to ``client`` from
+    the next clock; the client's ``ack`` (and ``r_data``) is registered and given back to
+    the master a clock after the client gave it. Each access therefore takes two clocks more
+    than the client needs, and reaches the client exactly once: the stage takes no new
+    request in the clock it acknowledges one (the master still shows the old one then).
+
+    Used in front of clients whose decode is deep (the transport's windows, whose
+    arbiters and common configuration registers sit behind the BAR completer's decode);
+    register accesses are few, so the extra clocks cost nothing measurable.
+
+    Reset: no access in flight.
+
+    Parameters
+    ----------
+    addr_width : int
+        Address width of the bus.
+
+    Attributes
+    ----------
+    master : In(RegisterBus.Signature(addr_width))
+        From the master (this stage is its client).
+    client : Out(RegisterBus.Signature(addr_width))
+        Towards the client.
+    """
+
+    def __init__(self, *, addr_width: int):
+        self.addr_width = addr_width
+        super().__init__({
+            "master": In(RegisterBus.Signature(addr_width=addr_width)),
+            "client": Out(RegisterBus.Signature(addr_width=addr_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        up, down = self.master, self.client
+        answered = Signal()     # ``up.ack`` is high: the master drops this request next
+        with m.If(down.valid):
+            with m.If(down.ack):
+                m.d.sync += [down.valid.eq(0), answered.eq(1), up.r_data.eq(down.r_data)]
+        with m.Elif(answered):
+            m.d.sync += answered.eq(0)
+        with m.Elif(up.valid):
+            m.d.sync += [
+                down.valid.eq(1),
+                down.addr.eq(up.addr),
+                down.write.eq(up.write),
+                down.be.eq(up.be),
+                down.w_data.eq(up.w_data),
+            ]
+        m.d.comb += up.ack.eq(answered)
+        return m
