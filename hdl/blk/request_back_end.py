@@ -210,6 +210,10 @@ class RequestBackEnd(wiring.Component):
         in_error = Signal()             # the storage burst ended with an error
         offered = Signal()              # the data command on cmd was offered last clock
         walk_offer = Signal()           # the walk offers a data command this clock
+        c_addr = Signal(64)             # the data command planned for CMD
+        c_len = Signal(range(self.max_chunk + 1))
+        c_ends_total = Signal()         # it is the walk's last command
+        c_ends_desc = Signal()          # it ends its descriptor
 
         serial_beats = Array(Const(int.from_bytes(self.serial[k:k + nbytes].ljust(nbytes, b"\0"),
                                                   "little"), self.width)
@@ -337,34 +341,45 @@ class RequestBackEnd(wiring.Component):
             with m.State("READ"):
                 m.d.comb += [self.desc_rd.addr.eq(Cat(i[:self.desc_bits], js)),
                              self.desc_rd.en.eq(1)]
-                m.next = "CMD"
+                m.next = "PLAN"
 
-            with m.State("CMD"):
+            with m.State("PLAN"):
+                # The next command, from the descriptor read out (the read port holds it),
+                # into registers: the offer in CMD then starts from them.
                 rem_desc = Signal(32)
                 rem_total = Signal(32)
                 m.d.comb += [rem_desc.eq(desc.len - off), rem_total.eq(total - issued)]
-                chunk = Signal(range(self.max_chunk + 1))
                 small = Mux(rem_desc < rem_total, rem_desc, rem_total)
-                m.d.comb += chunk.eq(Mux(small > self.max_chunk, self.max_chunk, small))
+                chunk = Mux(small > self.max_chunk, self.max_chunk, small)
+                m.d.sync += [
+                    c_addr.eq(desc.addr + off),
+                    c_len.eq(chunk),
+                    c_ends_total.eq(chunk == rem_total),
+                    c_ends_desc.eq(chunk == rem_desc),
+                ]
+                m.next = "CMD"
+
+            with m.State("CMD"):
                 m.d.comb += [
                     cmd.valid.eq(room & (~self.reset | offered)),
-                    cmd.payload.addr.eq(desc.addr + off),
-                    cmd.payload.len.eq(chunk),
+                    cmd.payload.addr.eq(c_addr),
+                    cmd.payload.len.eq(c_len),
                     owner_in.slot.eq(js),
                     owner_in.status.eq(0),
                 ]
                 m.d.sync += offered.eq(cmd.valid & ~cmd.ready)
                 m.d.comb += walk_offer.eq(cmd.valid)
                 with m.If(issued_now):
-                    m.d.sync += issued.eq(issued + chunk)
-                    with m.If(chunk == rem_total):
+                    m.d.sync += issued.eq(issued + c_len)
+                    with m.If(c_ends_total):
                         m.d.sync += issuing.eq(0)
                         m.next = "WAIT"
-                    with m.Elif(chunk == rem_desc):
+                    with m.Elif(c_ends_desc):
                         m.d.sync += [i.eq(i + 1), off.eq(0)]
                         m.next = "READ"
                     with m.Else():
-                        m.d.sync += off.eq(off + chunk)
+                        m.d.sync += off.eq(off + c_len)
+                        m.next = "PLAN"
                 with m.Elif(self.reset & ~cmd.valid):
                     m.d.sync += issuing.eq(0)
                     m.next = "WAIT"
