@@ -278,13 +278,19 @@ class CommonConfig(wiring.Component):
                     m.d.comb += bus.r_data.eq(reg[32:])
 
         # --- writes ---------------------------------------------------------------------------
-        # Every access is answered at once. While a reset drains the device, writes are
-        # dropped (and counted): the driver must not write before device_status reads 0
-        # (§4.1.4.3.2), and holding the bus instead would stall the function's receive path,
-        # completions for the draining DMA included, until the completion timeout.
-        m.d.comb += bus.ack.eq(bus.valid)
+        # A read is answered at once, a write a clock later: its first clock merges the
+        # written bytes over what the DW reads (the read multiplexer) into ``merged``, its
+        # second applies ``merged`` (the checks of the new value and the register enables).
+        # While a reset drains the device, writes are dropped (and counted): the driver must
+        # not write before device_status reads 0 (§4.1.4.3.2), and holding the bus instead
+        # would stall the function's receive path, completions for the draining DMA
+        # included, until the completion timeout.
+        second = Signal()               # the write's second clock
+        with m.If(bus.valid & bus.write):
+            m.d.sync += second.eq(~second)
+        m.d.comb += bus.ack.eq(bus.valid & (~bus.write | second))
         write = Signal()
-        m.d.comb += write.eq(bus.valid & bus.write & ~resetting)
+        m.d.comb += write.eq(bus.valid & bus.write & second & ~resetting)
         ignored = Signal()
         refused = Signal()
         start_reset = Signal()
@@ -296,7 +302,7 @@ class CommonConfig(wiring.Component):
         # The addressed DW with the written bytes over what it reads: every field takes its
         # new value from here (one byte merge for the whole structure).
         merged = Signal(32)
-        m.d.comb += merged.eq(Cat(*(Mux(be[k], wd.word_select(k, 8), bus.r_data.word_select(k, 8))
+        m.d.sync += merged.eq(Cat(*(Mux(be[k], wd.word_select(k, 8), bus.r_data.word_select(k, 8))
                                     for k in range(4))))
 
         def queue_write(update, guarded=True):
@@ -399,6 +405,6 @@ class CommonConfig(wiring.Component):
         m.d.comb += [
             self.device_reset.eq(clear),
             self.events.features_refused.eq(refused),
-            self.events.write_ignored.eq(ignored | (bus.valid & bus.write & resetting)),
+            self.events.write_ignored.eq(ignored | (bus.valid & bus.write & second & resetting)),
         ]
         return m
