@@ -181,6 +181,8 @@ class ChainWalker(wiring.Component):
         # --- group state --------------------------------------------------------------------
         g_base = Signal(16)
         g_count = Signal(range(self.max_block + 1))
+        g_end = Signal(cap_bits + 1)    # gp + g_count: where the next group's block starts
+        g_off = Signal(cap_bits)        # (gp - g_base) mod cap: descriptor x is in slot x + g_off
         g_left = Signal(range(self.max_batch + 1))      # heads of the group not yet taken
         g_err = Signal()                # the block read failed
         g_active = Signal()
@@ -217,8 +219,8 @@ class ChainWalker(wiring.Component):
         def hits(index, base, count):
             return (count != 0) & (index >= base) & ((index - base) < count)
 
-        def buf_addr(group_start, index, base):
-            return (group_start + (index - base))[:cap_bits]
+        def buf_addr(index, offset):
+            return (index[:cap_bits] + offset)[:cap_bits]
 
         def start_element(head_rec):
             m.d.sync += [
@@ -249,7 +251,8 @@ class ChainWalker(wiring.Component):
         eff_base = Mux(new_group, blk.base, g_base)
         eff_count = Mux(new_group, blk.count, g_count)
         eff_gp = Signal(cap_bits + 1)
-        m.d.comb += eff_gp.eq(gp + Mux(g_active & (g_left == 0), g_count, 0))
+        m.d.comb += eff_gp.eq(Mux(g_active & (g_left == 0), g_end, gp))
+        eff_off = Mux(new_group, (eff_gp - blk.base)[:cap_bits], g_off)
         eff_err = Mux(new_group, (blk.count != 0) & bdone.r_data[0], g_err)
 
         head_there = ((g_left != 0) | new_group) & self.heads.valid
@@ -280,6 +283,8 @@ class ChainWalker(wiring.Component):
                     g_active.eq(1),
                     g_base.eq(blk.base),
                     g_count.eq(blk.count),
+                    g_end.eq(eff_gp + blk.count),
+                    g_off.eq(eff_off),
                     g_err.eq(eff_err),
                 ]
             m.d.comb += self.heads.ready.eq(1)
@@ -288,7 +293,7 @@ class ChainWalker(wiring.Component):
         def start_from_buffer():
             start_element(head)
             m.d.comb += [
-                buf_r.addr.eq(buf_addr(eff_gp, head.head, eff_base)),
+                buf_r.addr.eq(buf_addr(head.head, eff_off)),
                 buf_r.en.eq(1),
             ]
             m.d.sync += [state.eq(_State.PROC), src_mem.eq(1)]
@@ -402,7 +407,7 @@ class ChainWalker(wiring.Component):
                                 & (visited_next != size) & (ndesc_next != max_chain))
                         with m.If(fast):
                             m.d.comb += [
-                                buf_r.addr.eq(buf_addr(gp, d.next, g_base)),
+                                buf_r.addr.eq(buf_addr(d.next, g_off)),
                                 buf_r.en.eq(1),
                             ]
                             m.d.sync += src_mem.eq(1)
@@ -429,7 +434,7 @@ class ChainWalker(wiring.Component):
                 fail(VirtqErrorKind.CHAIN_TOO_LONG)      # the device's own limit
             with m.Elif(~in_table & hits(e, g_base, g_count)):
                 m.d.comb += [
-                    buf_r.addr.eq(buf_addr(gp, e, g_base)),
+                    buf_r.addr.eq(buf_addr(e, g_off)),
                     buf_r.en.eq(1),
                 ]
                 m.d.sync += [state.eq(_State.PROC), src_mem.eq(1)]
