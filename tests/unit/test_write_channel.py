@@ -7,7 +7,7 @@ from hdl.pcie.dma.write_channel import WriteChannel
 from hdl.pcie.dma_port import DmaError
 from hdl.pcie.spec import TlpFmtType
 from sim.model.pcie_host import HostMemory, MemRequest, PcieHost
-from tests.unit.sim_streams import recv, send, seed
+from tests.unit.sim_streams import send, seed
 
 
 def run_case(width: int, rng: random.Random, mps_code: int, count: int):
@@ -32,6 +32,7 @@ def run_case(width: int, rng: random.Random, mps_code: int, count: int):
         if length:
             ref.write(addr, payload)
     tlps, dones = [], []
+    tlp_ends, done_cycles = [], []      # cycle of each TLP's last beat / each done taken
     done_all = []
 
     async def tb_cmd(ctx):
@@ -45,18 +46,31 @@ def run_case(width: int, rng: random.Random, mps_code: int, count: int):
 
     async def tb_tlp(ctx):
         cur = []
+        cycle = 0
         while not done_all:
             ready = rng.random() < 0.8
             ctx.set(dut.tlp.ready, ready)
             _, _, valid, beat = await ctx.tick().sample(dut.tlp.valid, dut.tlp.payload)
+            cycle += 1
             if valid and ready:
                 cur.append(beat)
                 if beat.last:
                     tlps.append(cur)
+                    tlp_ends.append(cycle)
                     cur = []
 
     async def tb_done(ctx):
-        dones.extend(await recv(ctx, dut.client.done, len(cmds), rng))
+        cycle = 0
+        while len(dones) < len(cmds):
+            ready = rng.random() < 0.7
+            ctx.set(dut.client.done.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.client.done.valid,
+                                                           dut.client.done.payload)
+            cycle += 1
+            if valid and ready:
+                dones.append(payload)
+                done_cycles.append(cycle)
+        ctx.set(dut.client.done.ready, 0)
         for _ in range(20):
             await ctx.tick()
         done_all.append(True)
@@ -84,6 +98,14 @@ def run_case(width: int, rng: random.Random, mps_code: int, count: int):
                          first_be=hdr.first_be, last_be=hdr.last_be,
                          four_dw=fmt == TlpFmtType.MWR64, data=payload)
         host.write(req)     # checks MPS, 4 KiB, 3/4 DW and byte enable rules
+    # A command's done comes only after its last TLP (and every earlier one) was taken.
+    mps = 128 << mps_code
+    sent = 0
+    for k, cmd in enumerate(cmds):
+        if cmd["len"]:
+            sent += -(-(cmd["addr"] % mps + cmd["len"]) // mps)
+        assert sent <= len(tlp_ends) and (sent == 0 or tlp_ends[sent - 1] < done_cycles[k]), \
+            f"done of command {k} before its TLPs left the channel"
     for cmd, done in zip(cmds, dones):
         want = DmaError.BAD_LENGTH if cmd["len"] == 0 else DmaError.NONE
         assert DmaError(done.error) == want

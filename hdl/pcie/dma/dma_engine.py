@@ -154,9 +154,10 @@ class DmaEngine(wiring.Component):
         wiring.connect(m, requester.issue, tracker.issue)
         wiring.connect(m, requester.refuse, tracker.refuse)
         wiring.connect(m, wiring.flipped(self.cpl), tracker.cpl)
-        # Every source reaches the arbiter through a short queue, so that the arbiter's
-        # choice (credits, round robin, the beat multiplexer) starts from registers and not
-        # from the sources' own logic (the write aligners, the tag free list).
+        # Every source reaches the arbiter through a short queue (the write channels hold
+        # theirs), so that the arbiter's choice (credits, round robin, the beat multiplexer)
+        # starts from registers and not from the sources' own logic (the write aligners, the
+        # tag free list).
         m.submodules.requester_q = queue_stream(m, requester.tlp, arbiter.src[0],
                                                 depth=_SOURCE_QUEUE)
         wiring.connect(m, arbiter.out, wiring.flipped(self.req))
@@ -182,8 +183,7 @@ class DmaEngine(wiring.Component):
             chan = WriteChannel(width=self.width)
             m.submodules[f"wr{j}"] = chan
             wiring.connect(m, wiring.flipped(self.wr[j]), chan.client)
-            m.submodules[f"wr{j}_q"] = queue_stream(m, chan.tlp, arbiter.src[1 + j],
-                                                   depth=_SOURCE_QUEUE)
+            wiring.connect(m, chan.tlp, arbiter.src[1 + j])     # queued in the channel
             m.d.comb += [
                 chan.mps.eq(ctrl.max_payload_size),
                 chan.bme.eq(ctrl.bus_master_en),

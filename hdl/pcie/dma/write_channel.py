@@ -8,6 +8,7 @@ from hdl.pcie.spec import tlp_signature
 from hdl.pcie.dma.layouts import write_desc_layout
 from hdl.pcie.dma.request import fill_mem_request
 from hdl.pcie.dma.write_aligner import WriteAligner
+from hdl.stream_fifo import queue_stream
 
 __all__ = ["WriteChannel"]
 
@@ -18,8 +19,11 @@ class WriteChannel(wiring.Component):
     A command becomes MemWr TLPs (PCIe Base §2.2.7) that end at multiples of
     Max_Payload_Size (Device Control, §7.5.3.4; a power of two dividing 4096, so no TLP
     crosses a 4 KiB boundary, §2.2.7), each with the byte enables of its first and last DW
-    (§2.2.5) and the 3 DW header below 4 GiB. ``done`` gets one entry per command once its
-    last TLP has left the channel, or once the command was refused. A command of length 0 or
+    (§2.2.5) and the 3 DW header below 4 GiB. The TLPs leave through a 3-entry queue, so
+    that whoever takes them (the request arbiter) starts from registers. ``done`` gets one
+    entry per command once its last TLP has left the channel, that queue included, or once
+    the command was refused: a client that issues another request after ``done`` (a read
+    of what it wrote, a write on another channel that must follow) is ordered behind it. A command of length 0 or
     above ``MAX_DMA_LEN`` is refused with BAD_LENGTH. A TLP that would start while Bus
     Master Enable is clear is not sent, and its command ends with NO_BUS_MASTER. Either way
     the channel takes exactly ``ceil(len / (width // 8))`` data beats per command.
@@ -64,10 +68,11 @@ class WriteChannel(wiring.Component):
         m.submodules.doneq = doneq = fifo.SyncFIFOBuffered(width=DmaError.as_shape().width,
                                                            depth=4)
         m.submodules.aligner = aligner = WriteAligner(width=self.width)
+        free = Signal()                 # the done entry on offer may pass (see below)
         m.d.comb += [
-            self.client.done.valid.eq(doneq.r_rdy),
+            self.client.done.valid.eq(doneq.r_rdy & free),
             self.client.done.payload.error.eq(doneq.r_data),
-            doneq.r_en.eq(self.client.done.ready),
+            doneq.r_en.eq(self.client.done.ready & free),
             aligner.inp.valid.eq(self.client.data.valid),
             aligner.inp.payload.eq(self.client.data.payload.data),
             self.client.data.ready.eq(aligner.inp.ready),
@@ -134,10 +139,12 @@ class WriteChannel(wiring.Component):
         beat = aligner.out.payload
         drop_cur = Signal()
         dropping = Mux(beat.first, head.bad | ~self.bme, drop_cur)
-        tlp = self.tlp.payload
+        made = tlp_signature(self.width).create(path=("made",))
+        m.submodules.tlpq = queue_stream(m, made, self.tlp, depth=3)
+        tlp = made.payload
         m.d.comb += [
-            self.tlp.valid.eq(aligner.out.valid & ~dropping),
-            aligner.out.ready.eq(dropping | self.tlp.ready),
+            made.valid.eq(aligner.out.valid & ~dropping),
+            aligner.out.ready.eq(dropping | made.ready),
             tlp.data.eq(beat.data),
             tlp.keep.eq(beat.keep),
             tlp.first.eq(beat.first),
@@ -149,6 +156,28 @@ class WriteChannel(wiring.Component):
         taken = aligner.out.valid & aligner.out.ready
         with m.If(taken & beat.first):
             m.d.sync += drop_cur.eq(dropping)
+
+        # --- done waits for the queue ---------------------------------------------------------
+        # A done entry may pass once every TLP that was in the queue when it showed up has
+        # left (its command's TLPs entered before it did; later ones do not hold it up).
+        ends_in = made.valid & made.ready & made.payload.last
+        ends_out = self.tlp.valid & self.tlp.ready & self.tlp.payload.last
+        queued = Signal(range(4))       # TLP ends in the queue
+        with m.If(ends_in & ~ends_out):
+            m.d.sync += queued.eq(queued + 1)
+        with m.Elif(ends_out & ~ends_in):
+            m.d.sync += queued.eq(queued - 1)
+        armed = Signal()                # ``wait`` counts for the entry on offer
+        wait = Signal(range(4))         # TLP ends still to leave before it may pass
+        m.d.comb += free.eq(armed & (wait == 0))
+        with m.If(~armed):
+            with m.If(doneq.r_rdy):
+                m.d.sync += [armed.eq(1), wait.eq(queued - ends_out)]
+        with m.Elif(~free):
+            with m.If(ends_out):
+                m.d.sync += wait.eq(wait - 1)
+        with m.Elif(self.client.done.ready):
+            m.d.sync += armed.eq(0)
 
         # --- outcome per command ---------------------------------------------------------
         err_acc = Signal(DmaError)
