@@ -172,7 +172,11 @@ class DmaEngine(wiring.Component):
             # computed from the completion buffer's read port in the same clock.
             m.submodules[f"rd{i}_q"] = queue_stream(m, chan.client.data, self.rd[i].data,
                                                    depth=_SOURCE_QUEUE)
-            wiring.connect(m, chan.sub, requester.sub[i])
+            # Pieces reach the requester through a queue: its choice of the next piece
+            # depends on the tag free list and the tracker's refusals, which must not chain
+            # into the channel's planning.
+            m.submodules[f"sub{i}_q"] = queue_stream(m, chan.sub, requester.sub[i],
+                                                    depth=_SOURCE_QUEUE)
             m.d.comb += [
                 chan.mrrs.eq(ctrl.max_read_request_size),
                 chan.ring_wr.eq(tracker.ring_wr),
