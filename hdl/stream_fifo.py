@@ -2,7 +2,11 @@
 from amaranth.hdl import Module, Shape
 from amaranth.lib import fifo
 
-__all__ = ["queue_stream"]
+__all__ = ["FULL_RATE_DEPTH", "queue_stream"]
+
+#: The smallest depth at which a queue passes one beat per clock: ``SyncFIFOBuffered``
+#: refills its output register from an inner memory read a clock after it is written.
+FULL_RATE_DEPTH = 3
 
 
 def queue_stream(m: Module, source, sink, depth: int) -> fifo.SyncFIFOBuffered:

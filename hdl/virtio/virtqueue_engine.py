@@ -5,7 +5,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from hdl.pcie.dma_port import MAX_DMA_LEN, ReadChannelSignature, WriteChannelSignature
-from hdl.stream_fifo import queue_stream
+from hdl.stream_fifo import FULL_RATE_DEPTH, queue_stream
 from hdl.virtio.avail_fetcher import AvailFetcher, check_low_water
 from hdl.virtio.chain_walker import ChainWalker
 from hdl.virtio.dma_read_arbiter import DmaReadArbiter
@@ -250,8 +250,8 @@ class VirtqueueEngine(wiring.Component):
         # Heads and blocks reach the walker through short queues: the fetcher's FIFOs are
         # block RAMs, and the walker starts a group (buffer address from the block's base)
         # in the cycle it sees them.
-        cleared("heads_q", queue_stream(m, fetcher.heads, walker.heads, depth=3))
-        cleared("blocks_q", queue_stream(m, fetcher.blocks, walker.blocks, depth=3))
+        cleared("heads_q", queue_stream(m, fetcher.heads, walker.heads, depth=FULL_RATE_DEPTH))
+        cleared("blocks_q", queue_stream(m, fetcher.blocks, walker.blocks, depth=FULL_RATE_DEPTH))
         m.d.comb += fetcher.block_free.eq(walker.block_free)
         wiring.connect(m, walker.out, dispatcher.walk)
         wiring.connect(m, wiring.flipped(self.elem), dispatcher.elem)

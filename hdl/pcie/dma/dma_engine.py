@@ -5,7 +5,6 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.pcie.dma_port import ReadChannelSignature, WriteChannelSignature
 from hdl.pcie.spec import FunctionControl, check_tlp_width, tlp_signature
-from hdl.stream_fifo import queue_stream
 from hdl.pcie.dma.completion_tracker import CompletionTracker
 from hdl.pcie.dma.layouts import DmaStatus, FcCreditLimit
 from hdl.pcie.dma.read_channel import ReadChannel
@@ -13,13 +12,9 @@ from hdl.pcie.dma.read_requester import ReadRequester
 from hdl.pcie.dma.request_arbiter import RequestArbiter
 from hdl.pcie.dma.tag_allocator import TagAllocator
 from hdl.pcie.dma.write_channel import WriteChannel
+from hdl.stream_fifo import FULL_RATE_DEPTH, queue_stream
 
 __all__ = ["DmaEngine"]
-
-#: Entries of the queues between each TLP source and the request arbiter, and between each
-#: read channel and its client: three keep a stream at one beat per clock (``SyncFIFOBuffered`` refills its output register from an
-#: inner memory that is read a clock after it is written).
-_SOURCE_QUEUE = 3
 
 
 class DmaEngine(wiring.Component):
@@ -159,7 +154,7 @@ class DmaEngine(wiring.Component):
         # starts from registers and not from the sources' own logic (the write aligners, the
         # tag free list).
         m.submodules.requester_q = queue_stream(m, requester.tlp, arbiter.src[0],
-                                                depth=_SOURCE_QUEUE)
+                                                depth=FULL_RATE_DEPTH)
         wiring.connect(m, arbiter.out, wiring.flipped(self.req))
 
         for i in range(self.read_channels):
@@ -171,12 +166,12 @@ class DmaEngine(wiring.Component):
             # The client's read data leaves through a queue too: the aligner's output is
             # computed from the completion buffer's read port in the same clock.
             m.submodules[f"rd{i}_q"] = queue_stream(m, chan.client.data, self.rd[i].data,
-                                                   depth=_SOURCE_QUEUE)
+                                                   depth=FULL_RATE_DEPTH)
             # Pieces reach the requester through a queue: its choice of the next piece
             # depends on the tag free list and the tracker's refusals, which must not chain
             # into the channel's planning.
             m.submodules[f"sub{i}_q"] = queue_stream(m, chan.sub, requester.sub[i],
-                                                    depth=_SOURCE_QUEUE)
+                                                    depth=FULL_RATE_DEPTH)
             m.d.comb += [
                 chan.mrrs.eq(ctrl.max_read_request_size),
                 chan.ring_wr.eq(tracker.ring_wr),

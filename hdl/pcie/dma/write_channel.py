@@ -8,7 +8,7 @@ from hdl.pcie.spec import tlp_signature
 from hdl.pcie.dma.layouts import write_desc_layout
 from hdl.pcie.dma.request import fill_mem_request
 from hdl.pcie.dma.write_aligner import WriteAligner
-from hdl.stream_fifo import queue_stream
+from hdl.stream_fifo import FULL_RATE_DEPTH, queue_stream
 
 __all__ = ["WriteChannel"]
 
@@ -23,10 +23,11 @@ class WriteChannel(wiring.Component):
     that whoever takes them (the request arbiter) starts from registers. ``done`` gets one
     entry per command once its last TLP has left the channel, that queue included, or once
     the command was refused: a client that issues another request after ``done`` (a read
-    of what it wrote, a write on another channel that must follow) is ordered behind it. A command of length 0 or
-    above ``MAX_DMA_LEN`` is refused with BAD_LENGTH. A TLP that would start while Bus
-    Master Enable is clear is not sent, and its command ends with NO_BUS_MASTER. Either way
-    the channel takes exactly ``ceil(len / (width // 8))`` data beats per command.
+    of what it wrote, a write on another channel that must follow) is ordered behind it. A
+    command of length 0 or above ``MAX_DMA_LEN`` is refused with BAD_LENGTH. A TLP that
+    would start while Bus Master Enable is clear is not sent, and its command ends with
+    NO_BUS_MASTER. Either way the channel takes exactly ``ceil(len / (width // 8))`` data
+    beats per command.
 
     Parameters
     ----------
@@ -140,7 +141,7 @@ class WriteChannel(wiring.Component):
         drop_cur = Signal()
         dropping = Mux(beat.first, head.bad | ~self.bme, drop_cur)
         made = tlp_signature(self.width).create(path=("made",))
-        m.submodules.tlpq = queue_stream(m, made, self.tlp, depth=3)
+        m.submodules.tlpq = queue_stream(m, made, self.tlp, depth=FULL_RATE_DEPTH)
         tlp = made.payload
         m.d.comb += [
             made.valid.eq(aligner.out.valid & ~dropping),
