@@ -740,9 +740,10 @@ class BlkTB:
         """A device reset: hold ``reset`` until ``idle`` (the rest of an element being handed
         out is still handed out); return the requests it dropped."""
         # Finish the element whose beats have started (as the virtqueue engine does), hand
-        # out nothing after it.
+        # out nothing after it. A beat on offer has started its element too: a stream does
+        # not take back ``valid``, and the backend may take that beat in this very clock.
         keep = 0
-        if self.mid_element:
+        if self.mid_element or self.elem_valid:
             keep = next(k + 1 for k, beat in enumerate(self.beats)
                         if self.elem_codec.unpack(beat)["last"])
         while len(self.beats) > keep:
