@@ -205,11 +205,8 @@ async def reset_mid_traffic(dut):
         # Reset with requests in flight: once the first buffer is used (its latency depends
         # on the backend and the pipeline, so wait for it rather than a fixed time), and a
         # random time later.
-        for _ in range(10_000):
-            if sum(d.used for d in tb.queues if d):
-                break
-            await ClockCycles(dut.clk, 1)
-        assert sum(d.used for d in tb.queues if d) > 0, "no buffer used in 10,000 clocks"
+        await tb.wait_for(lambda: any(d.used for d in tb.queues if d), 10_000,
+                          "the first used buffer")
         await ClockCycles(dut.clk, tb.rng.randint(0, 2800))
         took = await tb.device_reset()
         dut._log.info("reset %d done in %d cycles", round_, took)
